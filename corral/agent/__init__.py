@@ -1,0 +1,1 @@
+"""The node agent: HTTP API, persistent state, reconcile and metrics."""

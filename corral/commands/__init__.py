@@ -1,0 +1,1 @@
+"""CLI command groups; `corral.cli` wires them into one typer app."""

@@ -1,0 +1,33 @@
+"""``corral topology``: show the host."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from corral.commands.common import clear_errors, console, print_json, topology_from
+from corral.commands.render import topology_tree
+from corral.topology.file import topology_to_document
+
+
+def topology(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="'sysfs' (this host), a preset, a topology YAML/JSON file or lscpu -p output.",
+        ),
+    ] = "sysfs",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the topology file format.")
+    ] = False,
+) -> None:
+    """Show the host: sockets, NUMA nodes, L3 groups, cores with their threads."""
+    with clear_errors():
+        topo = topology_from(source)
+    if as_json:
+        print_json(topology_to_document(topo))
+    else:
+        console().print(topology_tree(topo))

@@ -1,0 +1,1 @@
+"""Control: the colocation feedback loop and memory offloading decisions."""

@@ -1,0 +1,1 @@
+"""Kubernetes integration: scheduler extender and NodeResourceTopology."""

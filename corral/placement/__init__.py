@@ -1,0 +1,1 @@
+"""Placement: workloads, kubelet-compatible greedy allocation, pools and assignments."""

@@ -1,0 +1,1 @@
+"""Prediction: quantile models of each workload's CPU use."""
