@@ -10,6 +10,8 @@ policy's ``full-pcpus-only`` checks. Details that matter for identical output:
   (per socket) computed as total CPUs divided by cores (sockets), as kubelet does; a NUMA
   node is free when all of its own CPUs are available;
 * every sorted list counts *available* CPUs and is computed once at the start of its step;
+* with full cores only whole free cores are offered, so results are whole cores even when
+  the available set has split cores (kubelet assumes it never does);
 * the distributed search tries NUMA-node counts from kubelet's minimum up to
   ``min(groups needed, NUMA nodes with free CPUs)``; population standard deviation of the
   free CPUs left on the NUMA nodes that had free CPUs decides, first strictly-lower wins.
@@ -74,7 +76,10 @@ def take_cpus(
                 f"SMT Alignment Error: requested {count} cpus not multiple cpus per core = "
                 f"{per_core}"
             )
-        physical = len(_whole_free_cores(topology, available, per_core))
+        # kubelet relies on every earlier grant and the reserved CPUs being whole cores; corral
+        # makes that hold by offering only whole free cores (a no-op when kubelet's holds).
+        available = _whole_free_cores(topology, available, per_core)
+        physical = len(available)
         if count > physical:
             raise SmtAlignmentError(
                 "SMT Alignment Error: not enough free physical CPUs: available physical "
