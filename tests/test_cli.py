@@ -21,6 +21,7 @@ def corral(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=ROOT,
         timeout=120,
+        check=False,
     )
 
 
