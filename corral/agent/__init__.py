@@ -1,1 +1,25 @@
-"""The node agent: HTTP API, persistent state, reconcile and metrics."""
+"""The node agent (`corral agent`): owns CPU placement and isolation of the workloads it is
+told about, survives restarts, and shows its state to people and machines.
+
+Modules, one job each: `config` (settings and the YAML file), `state` (SQLite WAL store:
+workloads, assignment, decisions, event log, usage), `events` (the coalescing queue),
+`decide` (one placement decision through `corral.placement.decisions`), `enforcer` (what
+the agent needs from enforcement, and the dry run), `cgroups` (the adapter to
+`corral.enforce`), `sampler` (CPU usage from cpuacct.usage / cpu.stat), `observer` and
+`metrics` (prometheus collectors on a registry passed in), `service` (the asyncio core),
+`api` (FastAPI app), `run` (listeners and signals), `client` (HTTP client for the CLI).
+
+HTTP API (OpenAPI at /openapi.json; errors are ``{"detail", "field", "fix"}``):
+
+- ``PUT /workloads/{id}[?wait=true]``: create or update. 202 once committed as pending
+  (placed by the next coalesced decision); with ``wait=true`` 201/200 once placed, or 409
+  with the reason and nothing stored. 422 names the bad field.
+- ``GET /workloads``, ``GET /workloads/{id}`` (status, CPUs, latest utilisation),
+  ``DELETE /workloads/{id}`` (204 once committed; 404 unknown).
+- ``GET /assignments``, ``GET /topology``, ``GET /status`` (pending events, last decision,
+  solver stats, drift, enforcement errors, recent events), ``POST /rebalance``,
+  ``POST /reconcile``, ``GET /healthz``, ``GET /metrics``.
+
+TCP listeners other than loopback need ``Authorization: Bearer <token>``; the unix socket
+is created mode 0600.
+"""

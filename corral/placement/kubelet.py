@@ -117,10 +117,18 @@ class _Accumulator:
         self.cpus_per_socket = len(topo.cpus) // len(topo.sockets)
         self.numa_first = len(topo.sockets) >= len(topo.numa_nodes)
         self._cpu = {cpu.id: cpu for cpu in topo.cpus}
+        # Members of every unit, so that counting a unit's free CPUs costs its size, not the
+        # host's (kubelet's maps do the same).
+        self._members: dict[str, dict[int, list[int]]] = {
+            attr: {} for attr in ("numa", "socket", "core")
+        }
+        for cpu in topo.cpus:
+            for attr, units in self._members.items():
+                units.setdefault(getattr(cpu, attr), []).append(cpu.id)
 
     # --- counting available CPUs ----------------------------------------------------
     def _avail_where(self, attr: str, value: int) -> list[int]:
-        return [c for c in self.available if getattr(self._cpu[c], attr) == value]
+        return [c for c in self._members[attr].get(value, ()) if c in self.available]
 
     def avail_numa(self, numa: int) -> list[int]:
         return self._avail_where("numa", numa)
@@ -149,7 +157,7 @@ class _Accumulator:
             return self._sorted(self._present("numa"), count)
         result: list[int] = []
         for socket in self.sorted_sockets():
-            numas = {self._cpu[c].numa for c in self.available if self._cpu[c].socket == socket}
+            numas = {self._cpu[c].numa for c in self.avail_socket(socket)}
             result.extend(self._sorted(numas, count))
         return result
 
@@ -159,7 +167,7 @@ class _Accumulator:
             return self._sorted(self._present("socket"), count)
         result: list[int] = []
         for numa in self.sorted_numa():
-            sockets = {self._cpu[c].socket for c in self.available if self._cpu[c].numa == numa}
+            sockets = {self._cpu[c].socket for c in self.avail_numa(numa)}
             result.extend(self._sorted(sockets, count))
         return result
 
@@ -170,11 +178,7 @@ class _Accumulator:
             ("socket", self.sorted_sockets()) if self.numa_first else ("numa", self.sorted_numa())
         )
         for unit in outer:
-            cores = {
-                self._cpu[c].core
-                for c in self.available
-                if getattr(self._cpu[c], outer_attr) == unit
-            }
+            cores = {self._cpu[c].core for c in self._avail_where(outer_attr, unit)}
             result.extend(self._sorted(cores, count, key=self.core_key.__getitem__))
         return result
 

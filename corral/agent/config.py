@@ -1,0 +1,228 @@
+"""Agent settings: one pydantic model, read from a YAML file and overridden by CLI flags.
+
+Every field says its unit and why its default is what it is. Unknown keys are refused so a
+typo in a config file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from corral.errors import InputError
+from corral.placement.allocate import Allocator
+
+DEFAULT_PORT = 7781
+
+
+class LogFormat(StrEnum):
+    """How the agent writes its log: for people, or one JSON object per line."""
+
+    HUMAN = "human"
+    JSON = "json"
+
+
+def default_state_path() -> Path:
+    """``$XDG_DATA_HOME/corral/state.db``, else ``~/.local/share/corral/state.db``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "corral" / "state.db"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); `ValueError` otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any address in 127.0.0.0/8 or ``::1``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AgentSettings(BaseModel):
+    """Everything `corral agent` can be told; the defaults suit one host run by hand."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str | None = Field(
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        description="TCP HOST:PORT for the HTTP API; null for the unix socket only. A "
+        "non-loopback host needs `token`, because the API changes what runs where.",
+    )
+    unix_socket: Path | None = Field(
+        default=None, description="Also serve the API on this unix socket (mode 0600)."
+    )
+    token: str | None = Field(
+        default=None,
+        description="Bearer token required on TCP listeners other than loopback "
+        "(also read from $CORRAL_AGENT_TOKEN).",
+    )
+    state_path: Path = Field(
+        default_factory=default_state_path, description="SQLite database (WAL) of the agent."
+    )
+    topology: str = Field(
+        default="sysfs", description="'sysfs' (this host), a preset name or a topology file."
+    )
+    sysfs_root: Path = Field(default=Path("/sys"), description="Where sysfs is mounted.")
+    cgroup_root: Path = Field(
+        default=Path("/sys/fs/cgroup"), description="Where the cgroup hierarchies are mounted."
+    )
+    proc_root: Path = Field(default=Path("/proc"), description="Where procfs is mounted.")
+    cgroup_parent: str = Field(
+        default="corral",
+        description="Parent cgroup (relative to each hierarchy) of workloads that name no "
+        "cgroup of their own.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Never write cgroups; record what would be written. Forced on when the "
+        "agent may not write the cgroup hierarchy.",
+    )
+    allocator: str = Field(
+        default=Allocator.OPTIMAL.value,
+        description="optimal (MIP under the cost model, never worse than greedy) or greedy "
+        "(kubelet order).",
+    )
+    budget_ms: float = Field(
+        default=50.0,
+        gt=0,
+        description="Time budget of one optimising decision, ms: small enough to run on "
+        "every burst of adds without stalling the API.",
+    )
+    coalesce_window_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="After an event, wait this long for more before deciding (s): a burst "
+        "of container starts arrives within tens of ms of each other.",
+    )
+    coalesce_max_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="Never hold a decision back longer than this after its first event (s).",
+    )
+    rebalance_period_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Periodic rebalance, s (titus-isolate rebalances every few minutes).",
+    )
+    rebalance_jitter: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Each period is drawn from period x (1 +/- jitter) so hosts do not move "
+        "their workloads in lock step.",
+    )
+    reconcile_period_s: float = Field(
+        default=30.0, gt=0, description="Drift check and repair period, s."
+    )
+    sample_period_s: float = Field(default=10.0, gt=0, description="CPU usage sampling period, s.")
+    downsample_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Samples are averaged over this window before they are stored, s: the "
+        "predictor's features are 1-minute means.",
+    )
+    usage_retention_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Stored usage older than this is deleted, s (the predictor looks back "
+        "one hour; a day leaves room for diagnosis).",
+    )
+    event_log_keep: int = Field(
+        default=10000, ge=100, description="How many event log rows the database keeps."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(default=LogFormat.HUMAN, description="human or json.")
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_listen(value)
+        return value
+
+    @field_validator("allocator")
+    @classmethod
+    def _check_allocator(cls, value: str) -> str:
+        if value not in {a.value for a in Allocator}:
+            raise ValueError(f"must be one of: {', '.join(a.value for a in Allocator)}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return upper
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """The TCP (host, port), or None when only the unix socket serves."""
+        return None if self.listen is None else parse_listen(self.listen)
+
+    def needs_token(self) -> bool:
+        """True when a TCP listener is reachable from other hosts."""
+        address = self.listen_address
+        return address is not None and not is_loopback(address[0])
+
+
+def settings_from(data: dict[str, Any], *, where: str = "config") -> AgentSettings:
+    """Validate settings; `InputError` names the first bad field."""
+    try:
+        return AgentSettings.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        fix = ""
+        if first["type"] == "extra_forbidden":
+            fix = f"allowed keys: {', '.join(AgentSettings.model_fields)}"
+        raise InputError(f"{where}.{field}" if field else where, message, fix) from None
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any]) -> AgentSettings:
+    """Settings from the YAML file at ``path`` (if any), then ``overrides`` (CLI flags that
+    were given), then ``$CORRAL_AGENT_TOKEN`` for a token neither of them set."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except OSError as err:
+            raise InputError(str(path), f"cannot read: {err.strerror or err}") from err
+        except yaml.YAMLError as err:
+            raise InputError(str(path), f"not valid YAML: {err}") from err
+        if doc is not None and not isinstance(doc, dict):
+            raise InputError(str(path), "must be a mapping of settings", "e.g. listen: ...")
+        data.update(doc or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("token") is None and os.environ.get("CORRAL_AGENT_TOKEN"):
+        data["token"] = os.environ["CORRAL_AGENT_TOKEN"]
+    settings = settings_from(data, where=str(path) if path else "config")
+    if settings.needs_token() and not settings.token:
+        raise InputError(
+            "listen",
+            f"{settings.listen} is reachable from other hosts and no token is set",
+            "set token in the config or $CORRAL_AGENT_TOKEN, or listen on 127.0.0.1",
+        )
+    return settings

@@ -1,0 +1,429 @@
+"""The placement benchmark: greedy (kubelet order) against the optimal allocator.
+
+Four parts, all on the built-in topology presets and seeded, so a run is repeatable:
+
+* ``static``: for each preset and fill (50/80/95% of the CPUs requested), several workload
+  mixes placed from scratch by both allocators: every cost term, cross-NUMA workloads,
+  shared cores, refusals, decision time, and the optimiser's gap and proofs. A per-instance
+  check counts where the optimiser has more cross-NUMA workloads or shared cores than greedy.
+* ``churn``: a Poisson arrival / exponential lifetime sequence at about 80% fill; each event
+  is one decision; CPUs of placed workloads that move per event against the CPUs the
+  event requested.
+* ``burst``: a burst of adds decided once (`decide_batch`) against one decision per add.
+* ``solvers``: the same models solved by highspy (warm-started) and scipy.optimize.milp.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from corral.bench._mixes import arrival_sequence, draw_mix, draw_workload
+from corral.placement.allocate import Allocator
+from corral.placement.cost import TERMS, CostBreakdown, explain_placement
+from corral.placement.decisions import (
+    DecisionSettings,
+    Event,
+    EventKind,
+    decide,
+    decide_batch,
+)
+from corral.placement.greedy import place_greedy
+from corral.placement.optimal import (
+    DEFAULT_BUDGET_MS,
+    DEFAULT_GAP,
+    place_optimal,
+    solve_highs,
+    solve_scipy,
+)
+from corral.placement.workload import Policy, Workload
+from corral.topology.cpuset import CpuSet
+from corral.topology.model import Topology
+from corral.topology.presets import preset
+
+ALL_PRESETS = (
+    "toy-16",
+    "r4.16xlarge",
+    "xeon-gold-6230-2s",
+    "epyc-7742-2s",
+    "epyc-9654-2s",
+    "epyc-9754-2s",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementBenchConfig:
+    """What to run. `quick` is for tests and CI (well under a minute); `full` for reports."""
+
+    presets: tuple[str, ...] = ALL_PRESETS
+    fills: tuple[float, ...] = (0.5, 0.8, 0.95)
+    instances: int = 10
+    churn_presets: tuple[str, ...] = ("r4.16xlarge", "epyc-7742-2s")
+    events: int = 200
+    burst_preset: str = "epyc-7742-2s"
+    burst_size: int = 100
+    solver_preset: str = "r4.16xlarge"
+    solver_instances: int = 5
+    budget_ms: float = DEFAULT_BUDGET_MS
+    gap: float = DEFAULT_GAP
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> PlacementBenchConfig:
+        """A small run: three presets, two mixes each, short sequences."""
+        return cls(
+            presets=("toy-16", "r4.16xlarge", "epyc-7742-2s"),
+            instances=2,
+            churn_presets=("r4.16xlarge",),
+            events=30,
+            burst_preset="r4.16xlarge",
+            burst_size=20,
+            solver_instances=2,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One allocator on one instance."""
+
+    ms: float
+    cost: CostBreakdown
+    refused: int
+    gap: float | None = None
+    optimal: bool = False
+    fell_back: bool = False
+    source: str = ""
+    mip_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class StaticRow:
+    """One preset and fill: both allocators over all instances."""
+
+    preset: str
+    threads: int
+    fill: float
+    workloads: float
+    greedy: list[Run]
+    optimal: list[Run]
+
+    def worse(self, attr: str) -> int:
+        """Instances where the optimiser has more of ``attr`` than greedy."""
+        return sum(
+            getattr(o.cost, attr) > getattr(g.cost, attr)
+            for g, o in zip(self.greedy, self.optimal, strict=True)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Aggregates per allocator, plus the per-instance comparison."""
+        return {
+            "preset": self.preset,
+            "threads": self.threads,
+            "fill": self.fill,
+            "workloads": round(self.workloads, 1),
+            "greedy": _aggregate(self.greedy),
+            "optimal": _aggregate(self.optimal),
+            "optimal_more_cross_numa": self.worse("cross_numa_workloads"),
+            "optimal_more_shared_cores": self.worse("shared_cores"),
+        }
+
+
+@dataclass(frozen=True)
+class ChurnRow:
+    """One allocator through one arrival/departure sequence."""
+
+    preset: str
+    allocator: str
+    events: int
+    moved: list[int]
+    requested: list[int]
+    ms: list[float]
+    costs: list[float]
+    refused: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Moved and requested CPUs per event, decision times, mean cost."""
+        moved = statistics.fmean(self.moved) if self.moved else 0.0
+        requested = statistics.fmean(self.requested) if self.requested else 0.0
+        return {
+            "preset": self.preset,
+            "allocator": self.allocator,
+            "events": self.events,
+            "moved_cpus_per_event": round(moved, 3),
+            "requested_cpus_per_event": round(requested, 3),
+            "moved_over_requested": round(moved / requested, 3) if requested else None,
+            "max_moved_in_one_event": max(self.moved, default=0),
+            "ms_p50": _pct(self.ms, 50),
+            "ms_p99": _pct(self.ms, 99),
+            "mean_cost": round(statistics.fmean(self.costs), 4) if self.costs else None,
+            "refused_adds": self.refused,
+        }
+
+
+@dataclass(frozen=True)
+class PlacementBenchResult:
+    """Everything the benchmark measured."""
+
+    config: PlacementBenchConfig
+    static: list[StaticRow] = field(default_factory=list)
+    churn: list[ChurnRow] = field(default_factory=list)
+    burst: dict[str, Any] = field(default_factory=dict)
+    solvers: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document ``corral bench placement --json`` prints."""
+        return {
+            "config": {
+                "presets": list(self.config.presets),
+                "fills": list(self.config.fills),
+                "instances": self.config.instances,
+                "events": self.config.events,
+                "budget_ms": self.config.budget_ms,
+                "gap": self.config.gap,
+                "seed": self.config.seed,
+            },
+            "static": [row.to_json() for row in self.static],
+            "churn": [row.to_json() for row in self.churn],
+            "burst": self.burst,
+            "solvers": self.solvers,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def run_placement_bench(
+    config: PlacementBenchConfig,
+    *,
+    progress: Callable[[str], None] = lambda _: None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PlacementBenchResult:
+    """Run the benchmark described by ``config`` (see the module doc)."""
+    started = clock()
+    settings = DecisionSettings(budget_ms=config.budget_ms, gap=config.gap)
+    static = []
+    for name in config.presets:
+        topo = preset(name)
+        for fill in config.fills:
+            progress(f"static {name} fill {fill:.0%}")
+            static.append(_static_row(topo, name, fill, config, clock))
+    churn = []
+    for name in config.churn_presets:
+        progress(f"churn {name}")
+        churn.extend(_churn_rows(preset(name), name, config, settings, clock))
+    progress(f"burst {config.burst_preset}")
+    burst = _burst(preset(config.burst_preset), config, settings, clock)
+    progress(f"solvers {config.solver_preset}")
+    solvers = _solvers(preset(config.solver_preset), config, clock)
+    return PlacementBenchResult(
+        config=config,
+        static=static,
+        churn=churn,
+        burst=burst,
+        solvers=solvers,
+        seconds=clock() - started,
+    )
+
+
+def _static_row(
+    topo: Topology,
+    name: str,
+    fill: float,
+    config: PlacementBenchConfig,
+    clock: Callable[[], float],
+) -> StaticRow:
+    greedy_runs: list[Run] = []
+    optimal_runs: list[Run] = []
+    counts = []
+    for index in range(config.instances):
+        rng = random.Random(f"{config.seed}/{name}/{fill}/{index}")
+        workloads = draw_mix(rng, topo, fill)
+        counts.append(len(workloads))
+        by_id = {w.id: w for w in workloads}
+        t0 = clock()
+        greedy = place_greedy(topo, workloads)
+        greedy_ms = (clock() - t0) * 1000
+        greedy_runs.append(
+            Run(greedy_ms, explain_placement(topo, by_id, greedy), len(greedy.refusals))
+        )
+        result = place_optimal(topo, workloads, budget_ms=config.budget_ms, gap=config.gap)
+        optimal_runs.append(
+            Run(
+                result.solve_ms,
+                result.cost,
+                len(result.placement.refusals),
+                gap=result.gap,
+                optimal=result.optimal,
+                fell_back=result.fell_back,
+                source=result.source,
+                mip_ms=result.mip_ms,
+            )
+        )
+    return StaticRow(
+        name, len(topo.cpus), fill, statistics.fmean(counts), greedy_runs, optimal_runs
+    )
+
+
+def _exclusive_cpusets(
+    workloads: Sequence[Workload], cpusets: dict[str, CpuSet]
+) -> dict[str, CpuSet]:
+    policy = {w.id: w.policy for w in workloads}
+    return {wid: c for wid, c in cpusets.items() if policy[wid] is Policy.EXCLUSIVE}
+
+
+def _churn_rows(
+    topo: Topology,
+    name: str,
+    config: PlacementBenchConfig,
+    settings: DecisionSettings,
+    clock: Callable[[], float],
+) -> list[ChurnRow]:
+    rng = random.Random(f"{config.seed}/churn/{name}")
+    initial = draw_mix(rng, topo, 0.7)
+    arrivals = arrival_sequence(rng, topo, initial, events=config.events)
+    rows = []
+    for allocator in (Allocator.GREEDY, Allocator.OPTIMAL):
+        mode = DecisionSettings(allocator=allocator, budget_ms=settings.budget_ms, gap=settings.gap)
+        first = decide(topo, initial, {}, kind=EventKind.ADD, settings=mode, clock=clock)
+        current = [w for w in initial if w.id in first.placement.assignments]
+        previous = _exclusive_cpusets(current, first.placement.as_cpusets())
+        moved: list[int] = []
+        requested: list[int] = []
+        times: list[float] = []
+        costs: list[float] = []
+        refused = 0
+        for event in arrivals:
+            ids = {w.id for w in current}
+            if event.kind == "remove":
+                if event.workload.id not in ids:
+                    continue  # refused on arrival, or never placed
+                workloads = [w for w in current if w.id != event.workload.id]
+                kind = EventKind.REMOVE
+            else:
+                workloads = [*current, event.workload]
+                kind = EventKind.ADD
+            decision = decide(topo, workloads, previous, kind=kind, settings=mode, clock=clock)
+            placed = decision.placement.assignments
+            refused += len(decision.placement.refusals)
+            current = [w for w in workloads if w.id in placed]
+            previous = _exclusive_cpusets(current, decision.placement.as_cpusets())
+            moved.append(decision.moved_cpus)
+            requested.append(decision.requested_cpus)
+            times.append(decision.solve_ms)
+            costs.append(decision.cost.total)
+        rows.append(
+            ChurnRow(name, str(allocator), len(moved), moved, requested, times, costs, refused)
+        )
+    return rows
+
+
+def _burst(
+    topo: Topology,
+    config: PlacementBenchConfig,
+    settings: DecisionSettings,
+    clock: Callable[[], float],
+) -> dict[str, Any]:
+    rng = random.Random(f"{config.seed}/burst")
+    initial = draw_mix(rng, topo, 0.3)
+    first = decide(topo, initial, {}, kind=EventKind.ADD, settings=settings, clock=clock)
+    current = [w for w in initial if w.id in first.placement.assignments]
+    previous = _exclusive_cpusets(current, first.placement.as_cpusets())
+    adds: list[Workload] = []
+    room = 0.85 * len(topo.cpus) - sum(w.cpus for w in current)
+    while len(adds) < config.burst_size:
+        w = draw_workload(rng, topo, f"b{len(adds)}")
+        if w.cpus > room:
+            break
+        room -= w.cpus
+        adds.append(w)
+    events = [Event(EventKind.ADD, workload=w, at=i * 0.001) for i, w in enumerate(adds)]
+    batch, _ = decide_batch(topo, current, previous, events, settings=settings, clock=clock)
+    one_by_one_ms = 0.0
+    moved_one_by_one = 0
+    state, prev = list(current), dict(previous)
+    for w in adds:
+        decision = decide(
+            topo, [*state, w], prev, kind=EventKind.ADD, settings=settings, clock=clock
+        )
+        one_by_one_ms += decision.solve_ms
+        moved_one_by_one += decision.moved_cpus
+        state = [x for x in [*state, w] if x.id in decision.placement.assignments]
+        prev = _exclusive_cpusets(state, decision.placement.as_cpusets())
+    return {
+        "preset": config.burst_preset,
+        "adds": len(adds),
+        "batch_ms": round(batch.solve_ms, 2),
+        "batch_cost": round(batch.cost.total, 4),
+        "batch_moved_cpus": batch.moved_cpus,
+        "one_by_one_ms": round(one_by_one_ms, 2),
+        "one_by_one_moved_cpus": moved_one_by_one,
+        "speedup": round(one_by_one_ms / batch.solve_ms, 1) if batch.solve_ms else None,
+    }
+
+
+def _solvers(
+    topo: Topology, config: PlacementBenchConfig, clock: Callable[[], float]
+) -> dict[str, Any]:
+    results: dict[str, dict[str, list[float]]] = {}
+    for label, solver in (("highspy", solve_highs), ("scipy", solve_scipy)):
+        times: list[float] = []
+        costs: list[float] = []
+        proven: list[float] = []
+        for index in range(config.solver_instances):
+            rng = random.Random(f"{config.seed}/solver/{index}")
+            workloads = draw_mix(rng, topo, 0.8)
+            result = place_optimal(
+                topo,
+                workloads,
+                budget_ms=config.budget_ms,
+                gap=config.gap,
+                solver=solver,
+                clock=clock,
+            )
+            times.append(result.solve_ms)
+            costs.append(result.cost.total)
+            proven.append(1.0 if result.optimal else 0.0)
+        results[label] = {"ms": times, "cost": costs, "proven": proven}
+    return {
+        "preset": config.solver_preset,
+        **{
+            label: {
+                "ms_p50": _pct(r["ms"], 50),
+                "mean_cost": round(statistics.fmean(r["cost"]), 4),
+                "proven_fraction": round(statistics.fmean(r["proven"]), 3),
+            }
+            for label, r in results.items()
+        },
+    }
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+def _aggregate(runs: list[Run]) -> dict[str, Any]:
+    gaps = [r.gap for r in runs if r.gap is not None]
+    return {
+        "ms_p50": _pct([r.ms for r in runs], 50),
+        "ms_p99": _pct([r.ms for r in runs], 99),
+        "solver_ms_p50": _pct([r.mip_ms for r in runs], 50),
+        "cost": round(statistics.fmean(r.cost.total for r in runs), 4),
+        "terms": {
+            term: round(statistics.fmean(r.cost.terms[term].weighted for r in runs), 4)
+            for term in TERMS
+        },
+        "cross_numa": sum(r.cost.cross_numa_workloads for r in runs),
+        "shared_cores": sum(r.cost.shared_cores for r in runs),
+        "refused": sum(r.refused for r in runs),
+        "gap_pct_p50": round(100 * float(np.median(gaps)), 3) if gaps else None,
+        "gap_pct_max": round(100 * max(gaps), 3) if gaps else None,
+        "proven": sum(r.optimal for r in runs),
+        "fell_back": sum(r.fell_back for r in runs),
+        "kept_mip": sum(r.source == "mip" for r in runs),
+        "instances": len(runs),
+    }

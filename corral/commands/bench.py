@@ -1,0 +1,207 @@
+"""``corral bench ...``: benchmarks that print figures measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from corral.bench.placement import PlacementBenchConfig, run_placement_bench
+from corral.commands.common import clear_errors, console, print_json
+from corral.errors import InputError
+from corral.placement.cost import TERMS
+
+bench_app = typer.Typer(
+    help="Benchmarks: each prints its figures next to a baseline measured in the same run.",
+    no_args_is_help=True,
+)
+
+
+@bench_app.command("placement")
+def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Three presets, two mixes each (under a minute).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the JSON to this file.")
+    ] = None,
+    budget_ms: Annotated[
+        float | None, typer.Option("--budget-ms", min=0.1, help="Optimiser time budget.")
+    ] = None,
+    instances: Annotated[
+        int | None, typer.Option(min=1, help="Workload mixes per preset and fill.")
+    ] = None,
+    preset: Annotated[
+        list[str] | None, typer.Option("--preset", help="Only these presets (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the workload mixes.")] = 0,
+) -> None:
+    """Greedy (kubelet order) against the optimal allocator on the topology presets:
+    cost terms, cross-NUMA workloads, shared cores, decision times, gaps, churn per
+    event of an arrival/departure sequence, a coalesced burst, and the two MIP back-ends."""
+    config = PlacementBenchConfig.quick() if quick else PlacementBenchConfig()
+    changes: dict[str, Any] = {"seed": seed}
+    if budget_ms is not None:
+        changes["budget_ms"] = budget_ms
+    if instances is not None:
+        changes["instances"] = instances
+    if preset:
+        changes["presets"] = tuple(preset)
+    config = _replace(config, changes)
+    with clear_errors():
+        from corral.topology.presets import PRESETS  # noqa: PLC0415 - only to check names
+
+        for name in config.presets:
+            if name not in PRESETS:
+                raise InputError(
+                    "--preset", f"unknown preset {name!r}", f"use one of: {', '.join(PRESETS)}"
+                )
+
+        def progress(message: str) -> None:
+            if not as_json:
+                print(f"... {message}", file=sys.stderr)
+
+        result = run_placement_bench(config, progress=progress)
+    doc = result.to_json()
+    if output is not None:
+        output.write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        print_json(doc)
+        return
+    out = Console(highlight=False, width=max(console().width, 160))
+    for table in placement_tables(doc):
+        out.print(table)
+
+
+def _replace(config: PlacementBenchConfig, changes: dict[str, Any]) -> PlacementBenchConfig:
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(config, **changes)
+
+
+def placement_tables(doc: dict[str, Any]) -> list[Table]:
+    """Rich tables for the placement benchmark's JSON document."""
+    cfg = doc["config"]
+    static = Table(
+        title=f"placement from scratch (budget {cfg['budget_ms']:g} ms, gap {cfg['gap']:g}): "
+        "times p50/p99 in ms (solver: the MIP's share), mean cost, totals of cross-NUMA "
+        "workloads, shared cores and refusals; 'worse' = instances where optimal has more "
+        "cross-NUMA workloads / shared cores than greedy"
+    )
+    for column in (
+        "preset",
+        "threads",
+        "fill",
+        "wl",
+        "alloc",
+        "ms p50",
+        "ms p99",
+        "solver p50",
+        "cost",
+        "xNUMA",
+        "shared",
+        "refused",
+        "gap% p50",
+        "gap% max",
+        "proven",
+        "worse",
+    ):
+        static.add_column(column, justify="left" if column in ("preset", "alloc") else "right")
+    terms = Table(title="mean weighted cost terms (greedy / optimal)")
+    for column in ("preset", "fill", *TERMS):
+        terms.add_column(column, justify="left" if column == "preset" else "right")
+    for row in doc["static"]:
+        for alloc in ("greedy", "optimal"):
+            agg = row[alloc]
+            opt = alloc == "optimal"
+            static.add_row(
+                row["preset"] if not opt else "",
+                str(row["threads"]) if not opt else "",
+                f"{row['fill']:.0%}" if not opt else "",
+                f"{row['workloads']:.0f}" if not opt else "",
+                alloc,
+                _num(agg["ms_p50"]),
+                _num(agg["ms_p99"]),
+                _num(agg["solver_ms_p50"]) if opt else "",
+                f"{agg['cost']:.4f}",
+                str(agg["cross_numa"]),
+                str(agg["shared_cores"]),
+                str(agg["refused"]),
+                _num(agg["gap_pct_p50"]) if opt else "",
+                _num(agg["gap_pct_max"]) if opt else "",
+                f"{agg['proven']}/{agg['instances']}" if opt else "",
+                f"{row['optimal_more_cross_numa']}/{row['optimal_more_shared_cores']}"
+                if opt
+                else "",
+            )
+        terms.add_row(
+            row["preset"],
+            f"{row['fill']:.0%}",
+            *(f"{row['greedy']['terms'][t]:.3f} / {row['optimal']['terms'][t]:.3f}" for t in TERMS),
+        )
+    churn = Table(title="arrival/departure sequence (one decision per event)")
+    for column in (
+        "preset",
+        "alloc",
+        "events",
+        "moved/event",
+        "requested/event",
+        "moved/requested",
+        "max moved",
+        "ms p50",
+        "ms p99",
+        "mean cost",
+        "refused",
+    ):
+        churn.add_column(column, justify="left" if column in ("preset", "alloc") else "right")
+    for row in doc["churn"]:
+        churn.add_row(
+            row["preset"],
+            row["allocator"],
+            str(row["events"]),
+            f"{row['moved_cpus_per_event']:.2f}",
+            f"{row['requested_cpus_per_event']:.2f}",
+            _num(row["moved_over_requested"]),
+            str(row["max_moved_in_one_event"]),
+            _num(row["ms_p50"]),
+            _num(row["ms_p99"]),
+            _num(row["mean_cost"]),
+            str(row["refused_adds"]),
+        )
+    burst = doc["burst"]
+    burst_table = Table(title=f"burst of {burst['adds']} adds on {burst['preset']} (optimal)")
+    for column in ("decision", "total ms", "cost", "CPUs moved"):
+        burst_table.add_column(column)
+    burst_table.add_row(
+        "one batch",
+        _num(burst["batch_ms"]),
+        _num(burst["batch_cost"]),
+        str(burst["batch_moved_cpus"]),
+    )
+    burst_table.add_row(
+        "one per add", _num(burst["one_by_one_ms"]), "", str(burst["one_by_one_moved_cpus"])
+    )
+    solvers = doc["solvers"]
+    solver_table = Table(title=f"MIP back-ends on {solvers['preset']} at 80% fill")
+    for column in ("solver", "ms p50", "mean cost", "proven"):
+        solver_table.add_column(column)
+    for label in ("highspy", "scipy"):
+        s = solvers[label]
+        solver_table.add_row(
+            label, _num(s["ms_p50"]), _num(s["mean_cost"]), _num(s["proven_fraction"])
+        )
+    return [static, terms, churn, burst_table, solver_table]
+
+
+def _num(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)

@@ -1,0 +1,1002 @@
+"""The optimal allocator: exclusive CPUs chosen by an exact MIP, never worse than greedy.
+
+Formulation (symmetry-aware). Cores that are interchangeable under the cost model (same
+L3 domain, NUMA node and socket, same number of online and available threads, the same
+previous owners) form a group; the MIP decides, per exclusive workload, group and thread
+count k, *how many* cores of the group the workload takes k threads of, never which core
+or which thread. On two-thread cores a pairing count says how many cores two different
+workloads split. On cores with three or more threads each core serves at most one
+exclusive workload. Every term of `corral.placement.cost` is linear in these counts, so the
+MIP objective equals `explain()` of the extracted placement and the solver's dual bound
+is a bound on that cost (checked against brute force in the tests).
+
+Two reductions keep big hosts within a budget of tens of ms, both exact on small hosts:
+with several L3 domains per NUMA node on more than 32 cores (AMD CCXs), groups are per
+NUMA node and the extraction spreads counts over L3 domains (the bound then leaves L3 hot
+spots out); and when workloads x groups exceeds 2000, a workload may take only free cores
+and its own previous ones (no swaps between placed workloads).
+
+Solver: HiGHS through highspy, warm-started with the greedy placement so that a budget-
+limited solve starts from what greedy knows. scipy.optimize.milp drives the same HiGHS
+but takes no starting solution; `solve_scipy` is kept for the benchmark's comparison
+(same costs, similar times on 64 threads; fewer proofs within the budget). The better of
+the MIP's and greedy's placements under the cost model is returned; solver errors and
+empty results fall back to greedy, with the reason.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import highspy
+import numpy as np
+from numpy.typing import NDArray
+from scipy import sparse
+
+from corral.errors import CorralError, PlacementError
+from corral.placement.assignment import Assignment, Placement, Refusal
+from corral.placement.cost import (
+    CostBreakdown,
+    CostWeights,
+    busyness,
+    explain_placement,
+    l3_homes,
+    pool_busyness_of,
+    units_needed,
+)
+from corral.placement.greedy import place_greedy
+from corral.placement.kubelet import Strategy, take_cpus
+from corral.placement.pools import check_immovable, exclusive_order, immovable_cpus, place_pooled
+from corral.placement.workload import Policy, Workload
+from corral.topology.cpuset import CpuSet
+from corral.topology.model import Topology
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_MS = 50.0
+"""Whole-decision budget: short enough to run on every add, remove and rebalance."""
+DEFAULT_GAP = 0.001
+"""Relative MIP gap at which the solver stops: 0.1% of the cost."""
+_AGGREGATE_ABOVE = 32  # cores beyond which L3 domains are aggregated per NUMA node
+_RESTRICT_ABOVE = 2000  # workloads x core groups beyond which swaps are left out
+
+
+class SolverError(CorralError):
+    """The MIP solver failed (raised by solvers, turned into a greedy fallback)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MipModel:
+    """A MIP in HiGHS's column-wise form: minimise ``cost @ x + offset``."""
+
+    cost: NDArray[np.float64]
+    offset: float
+    lower: NDArray[np.float64]
+    upper: NDArray[np.float64]
+    integer: NDArray[np.bool_]
+    matrix: sparse.csc_matrix
+    row_lower: NDArray[np.float64]
+    row_upper: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class MipSolution:
+    """What a solver found: best values (None if none), objective, dual bound, status."""
+
+    values: NDArray[np.float64] | None
+    objective: float | None
+    bound: float | None
+    status: str
+    proven: bool
+
+
+class Solver(Protocol):
+    """Solves a `MipModel` within a time limit and relative gap; raises `SolverError`."""
+
+    def __call__(
+        self,
+        model: MipModel,
+        *,
+        time_limit_s: float,
+        gap: float,
+        warm_start: NDArray[np.float64] | None,
+    ) -> MipSolution: ...
+
+
+def solve_highs(
+    model: MipModel,
+    *,
+    time_limit_s: float,
+    gap: float,
+    warm_start: NDArray[np.float64] | None = None,
+) -> MipSolution:
+    """Solve with HiGHS (highspy), starting from ``warm_start`` when given."""
+    try:
+        h = highspy.Highs()  # type: ignore[no-untyped-call]
+        h.setOptionValue("output_flag", False)
+        h.setOptionValue("time_limit", max(time_limit_s, 1e-3))
+        h.setOptionValue("mip_rel_gap", gap)
+        h.setOptionValue("random_seed", 0)
+        lp = highspy.HighsLp()
+        n_cols = len(model.cost)
+        lp.num_col_ = n_cols
+        lp.num_row_ = len(model.row_lower)
+        lp.col_cost_ = model.cost
+        lp.col_lower_ = model.lower
+        lp.col_upper_ = model.upper
+        lp.row_lower_ = model.row_lower
+        lp.row_upper_ = model.row_upper
+        lp.offset_ = model.offset
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = model.matrix.indptr
+        lp.a_matrix_.index_ = model.matrix.indices
+        lp.a_matrix_.value_ = model.matrix.data
+        lp.integrality_ = [
+            highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous
+            for flag in model.integer
+        ]
+        if h.passModel(lp) != highspy.HighsStatus.kOk:
+            raise SolverError("HiGHS refused the model")
+        if warm_start is not None:
+            start = highspy.HighsSolution()
+            start.col_value = list(warm_start)
+            start.value_valid = True
+            h.setSolution(start)
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        found = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        values = np.array(h.getSolution().col_value, dtype=np.float64) if found else None
+        bound = float(info.mip_dual_bound)
+        return MipSolution(
+            values=values,
+            objective=float(info.objective_function_value) if found else None,
+            bound=bound if math.isfinite(bound) else None,
+            status=h.modelStatusToString(status),
+            proven=status == highspy.HighsModelStatus.kOptimal,
+        )
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise SolverError(f"HiGHS failed: {err}") from err
+
+
+def solve_scipy(
+    model: MipModel,
+    *,
+    time_limit_s: float,
+    gap: float,
+    warm_start: NDArray[np.float64] | None = None,
+) -> MipSolution:
+    """Solve with scipy.optimize.milp (HiGHS underneath; ignores ``warm_start``)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp  # noqa: PLC0415 - optional path
+
+    try:
+        result = milp(
+            c=model.cost,
+            integrality=model.integer.astype(np.int64),
+            bounds=Bounds(model.lower, model.upper),
+            constraints=LinearConstraint(model.matrix, model.row_lower, model.row_upper),
+            options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": gap},
+        )
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise SolverError(f"scipy milp failed: {err}") from err
+    found = result.x is not None
+    bound = getattr(result, "mip_dual_bound", None)
+    return MipSolution(
+        values=np.asarray(result.x, dtype=np.float64) if found else None,
+        objective=float(result.fun) + model.offset if found else None,
+        bound=float(bound) + model.offset if bound is not None and math.isfinite(bound) else None,
+        status=str(result.message),
+        proven=result.status == 0,
+    )
+
+
+@dataclass(frozen=True)
+class OptimalResult:
+    """The placement chosen, its cost, and how it was found.
+
+    ``bound`` is a lower bound on the cost of any placement of the same exclusive workloads
+    (None when the solver gave none; on hosts with several L3 domains per NUMA node it
+    leaves L3 hot spots out); ``optimal`` says ``cost`` is proven within the requested
+    gap of that bound; ``fell_back`` says the MIP gave nothing usable and
+    ``fallback_reason`` why. ``source`` is ``mip`` or ``greedy`` (the one kept).
+    """
+
+    placement: Placement
+    cost: CostBreakdown
+    greedy_cost: CostBreakdown
+    source: str
+    optimal: bool
+    bound: float | None
+    gap: float | None
+    fell_back: bool
+    fallback_reason: str
+    solver_status: str
+    solve_ms: float
+    mip_ms: float = 0.0
+    stats: Mapping[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """The fields `corral place --json` adds to the placement."""
+        return {
+            "cost": self.cost.weighted(),
+            "cost_total": round(self.cost.total, 6),
+            "greedy_cost_total": round(self.greedy_cost.total, 6),
+            "optimal": self.optimal,
+            "gap": None if self.gap is None else round(self.gap, 6),
+            "bound": None if self.bound is None else round(self.bound, 6),
+            "source": self.source,
+            "fell_back": self.fell_back,
+            "fallback_reason": self.fallback_reason,
+            "solver_status": self.solver_status,
+            "solve_ms": round(self.solve_ms, 3),
+        }
+
+
+def place_greedy_keeping(
+    topology: Topology,
+    workloads: Sequence[Workload],
+    previous: Mapping[str, CpuSet],
+    *,
+    online: CpuSet | None = None,
+    strategy: Strategy = Strategy.PACKED,
+    full_cores: bool = False,
+) -> Placement:
+    """kubelet's incremental behaviour: exclusive workloads keep their previous CPUs when
+    those still fit (same count, online, not fixed by immovable workloads, not taken);
+    the others take CPUs in kubelet order from what is left. No previous: `place_greedy`.
+    """
+    if not previous:
+        return place_greedy(
+            topology, workloads, online=online, strategy=strategy, full_cores=full_cores
+        )
+    online_cpus = topology.all_cpus if online is None else online & topology.all_cpus
+    immovable, refusals = check_immovable(topology, online_cpus, workloads)
+    available = online_cpus - immovable_cpus(workloads)
+    exclusive: dict[str, Assignment] = {}
+    order = exclusive_order(workloads)
+    for w in order:
+        before = previous.get(w.id)
+        if (
+            before is not None
+            and len(before) == w.whole_cpus
+            and before.issubset(available)
+            and (not full_cores or topology.whole_cores_within(before) == before)
+        ):
+            exclusive[w.id] = Assignment(w.id, before, "exclusive: keeps its previous CPUs")
+            available -= before
+    for w in order:
+        if w.id in exclusive:
+            continue
+        try:
+            cpus = take_cpus(
+                topology, available, w.whole_cpus, strategy=strategy, full_cores=full_cores
+            )
+        except PlacementError as err:
+            refusals[w.id] = Refusal(w.id, str(err))
+            continue
+        available -= cpus
+        exclusive[w.id] = Assignment(w.id, cpus, f"exclusive: kubelet {strategy} order")
+    return place_pooled(
+        topology,
+        online_cpus,
+        workloads,
+        exclusive=exclusive,
+        refusals=refusals,
+        immovable=immovable,
+    )
+
+
+def place_optimal(
+    topology: Topology,
+    workloads: Sequence[Workload],
+    *,
+    online: CpuSet | None = None,
+    weights: CostWeights | None = None,
+    budget_ms: float = DEFAULT_BUDGET_MS,
+    gap: float = DEFAULT_GAP,
+    previous: Mapping[str, CpuSet] | None = None,
+    strategy: Strategy = Strategy.PACKED,
+    full_cores: bool = False,
+    solver: Solver = solve_highs,
+    clock: Callable[[], float] = time.perf_counter,
+) -> OptimalResult:
+    """Place every workload minimising the cost model, within ``budget_ms`` for the whole
+    decision (model build, solve, extraction; the solver gets what the build left).
+
+    Promises: the result is never worse than greedy (kubelet order, keeping previous CPUs
+    when ``previous`` is given) under the cost model, and never refuses more workloads;
+    exclusive workloads never share a thread; numa, shared and immovable workloads follow
+    the pool rules of `place_pooled`; a workload that cannot be placed is refused with
+    the reason. Solver errors and solves that find nothing fall back to greedy.
+    """
+    started = clock()
+    weights = weights or CostWeights()
+    previous = dict(previous or {})
+    online_cpus = topology.all_cpus if online is None else online & topology.all_cpus
+    host = topology if online_cpus == topology.all_cpus else topology.restricted_to(online_cpus)
+    by_id = {w.id: w for w in workloads}
+
+    def cost_of(p: Placement) -> CostBreakdown:
+        return explain_placement(
+            host, by_id, p, weights=weights, previous=previous, full_cores=full_cores
+        )
+
+    greedy = place_greedy_keeping(
+        topology, workloads, previous, online=online_cpus, strategy=strategy, full_cores=full_cores
+    )
+    greedy_cost = cost_of(greedy)
+
+    def fallback(reason: str, status: str = "", **extra: float) -> OptimalResult:
+        if reason:
+            _log.warning("optimal.fallback", extra={"reason": reason})
+        return OptimalResult(
+            placement=greedy,
+            cost=greedy_cost,
+            greedy_cost=greedy_cost,
+            source="greedy",
+            optimal=not reason and not status,
+            bound=extra.get("bound"),
+            gap=0.0 if not reason and not status else None,
+            fell_back=bool(reason),
+            fallback_reason=reason,
+            solver_status=status or ("not needed" if not reason else "failed"),
+            solve_ms=(clock() - started) * 1000,
+            mip_ms=extra.get("mip_ms", 0.0),
+        )
+
+    immovable, base_refusals = check_immovable(topology, online_cpus, workloads)
+    available = online_cpus - immovable_cpus(workloads)
+    if full_cores:
+        # Whole cores of the physical host, as greedy counts them: a core with an offline
+        # or immovable thread is not whole.
+        available = topology.whole_cores_within(available)
+    chosen = _exclusive_to_place(topology, workloads, available, greedy, full_cores)
+    if not chosen:
+        return fallback("")
+    pool_workloads = [
+        w for w in workloads if w.policy is not Policy.EXCLUSIVE and w.id in greedy.assignments
+    ]
+    pool_size = len(online_cpus) - sum(w.whole_cpus for w in chosen)
+    u_pool = pool_busyness_of(sum(w.expected_use for w in pool_workloads), pool_size)
+    aggregate = _l3_inside_numa(host)
+    formulation = _Formulation(
+        host,
+        chosen,
+        available,
+        previous,
+        weights,
+        u_pool=u_pool,
+        full_cores=full_cores,
+        aggregate_l3=aggregate,
+        reserved=immovable_cpus(workloads) & online_cpus,
+    )
+    greedy_exclusive = {
+        wid: a.cpuset
+        for wid, a in greedy.assignments.items()
+        if by_id[wid].policy is Policy.EXCLUSIVE
+    }
+    warm = (
+        formulation.encode(greedy_exclusive)
+        if set(greedy_exclusive) == {w.id for w in chosen}
+        else None
+    )
+    budget_s = budget_ms / 1000
+    left_s = budget_s - (clock() - started)
+    solve_started = clock()
+    try:
+        share = 0.85  # the rest is for extraction and the comparison with greedy
+        # The solver always gets at least half the budget, even when a cold start (caches,
+        # the greedy baseline) ate into it: a budget is a target, not a guillotine.
+        solution = solver(
+            formulation.model,
+            time_limit_s=max(left_s * share, budget_s * share / 2, 1e-3),
+            gap=gap,
+            warm_start=warm,
+        )
+    except SolverError as err:
+        return fallback(f"solver error: {err}")
+    if solution.values is None:
+        return fallback(
+            f"the solver found no placement ({solution.status})",
+            solution.status,
+            mip_ms=(clock() - solve_started) * 1000,
+        )
+    try:
+        cpusets = formulation.decode(solution.values)
+    except SolverError as err:
+        return fallback(f"unusable solver result: {err}", solution.status)
+    mip_ms = (clock() - solve_started) * 1000
+    exclusive = {
+        wid: Assignment(wid, cpus, "exclusive: optimal MIP") for wid, cpus in cpusets.items()
+    }
+    refusals = dict(base_refusals)
+    for w in exclusive_order(workloads):
+        if w.id not in exclusive and w.id in greedy.refusals:
+            refusals[w.id] = greedy.refusals[w.id]
+    mip_placement = place_pooled(
+        topology,
+        online_cpus,
+        workloads,
+        exclusive=exclusive,
+        refusals=refusals,
+        immovable=immovable,
+    )
+    mip_cost = cost_of(mip_placement)
+    use_mip = (len(mip_placement.refusals), mip_cost.total) < (
+        len(greedy.refusals),
+        greedy_cost.total - 1e-9,
+    )
+    best, best_cost = (mip_placement, mip_cost) if use_mip else (greedy, greedy_cost)
+    # Every term is >= 0, so 0 bounds the cost when the solver's bound is weaker.
+    bound = None if solution.bound is None else max(0.0, solution.bound)
+    if bound is not None and len(best.refusals) == len(mip_placement.refusals):
+        gap_value: float | None = max(0.0, best_cost.total - bound) / max(
+            abs(best_cost.total), 1e-6
+        )
+        if best_cost.total - bound <= 1e-7:
+            gap_value = 0.0
+    else:
+        gap_value = None
+    optimal = gap_value is not None and gap_value <= gap + 1e-9
+    if use_mip:
+        note = "proven optimal" if optimal else f"best found ({solution.status})"
+        best = replace(
+            best,
+            assignments={
+                wid: replace(a, reason=f"exclusive: optimal MIP, {note}") if wid in cpusets else a
+                for wid, a in best.assignments.items()
+            },
+        )
+    return OptimalResult(
+        placement=best,
+        cost=best_cost,
+        greedy_cost=greedy_cost,
+        source="mip" if use_mip else "greedy",
+        optimal=optimal,
+        bound=bound,
+        gap=gap_value,
+        fell_back=False,
+        fallback_reason="",
+        solver_status=solution.status,
+        solve_ms=(clock() - started) * 1000,
+        mip_ms=mip_ms,
+        stats=formulation.stats(),
+    )
+
+
+def _l3_inside_numa(topology: Topology) -> bool:
+    """True when every L3 domain lies in one NUMA node and some node holds several (AMD
+    CCXs). Then the MIP decides counts per NUMA node and the extraction spreads them over
+    the node's L3 domains, busiest workloads first onto the least busy domain: identical
+    L3 domains are otherwise a symmetry the solver drowns in (a 256-thread EPYC with 40
+    workloads did not close a 3% gap in a second; aggregated, the model is a quarter the
+    size and often solves in tens of ms). The bound then leaves L3 hot spots out, so the
+    reported gap is an upper estimate there."""
+    numa_of_l3: dict[int, set[int]] = defaultdict(set)
+    for cpu in topology.cpus:
+        numa_of_l3[cpu.l3].add(cpu.numa)
+    if any(len(nodes) > 1 for nodes in numa_of_l3.values()):
+        return False
+    # Small hosts keep the exact L3-level model: it is small enough to solve.
+    return len(numa_of_l3) > len(topology.numa_nodes) and len(topology.cores) > _AGGREGATE_ABOVE
+
+
+def _exclusive_to_place(
+    topology: Topology,
+    workloads: Sequence[Workload],
+    available: CpuSet,
+    greedy: Placement,
+    full_cores: bool,
+) -> list[Workload]:
+    """The exclusive workloads the MIP places: all of them when their requests fit the
+    available CPUs (each and together); otherwise the ones greedy could place."""
+    candidates = exclusive_order(workloads)
+    per_core = topology.threads_per_core
+    if full_cores:
+        capacity = len(topology.whole_cores_within(available))
+        fits_alone = [w for w in candidates if w.whole_cpus % per_core == 0]
+    else:
+        capacity = len(available)
+        fits_alone = list(candidates)
+    if len(fits_alone) == len(candidates) and sum(w.whole_cpus for w in candidates) <= capacity:
+        return candidates
+    return [w for w in candidates if w.id in greedy.assignments]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scales:
+    """The cost model's normalisers, fixed by the whole host even for a sub-problem."""
+
+    workloads: int
+    pinned: int
+    host_cpus: int
+
+    @classmethod
+    def of(cls, topology: Topology, chosen: Sequence[Workload], u_pool: float) -> _Scales:
+        host = len(topology.cpus)
+        pinned = sum(w.whole_cpus for w in chosen)
+        return cls(max(1, len(chosen)), max(1, pinned), host)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    cores: tuple[tuple[int, ...], ...]  # available threads of each core, ascending
+    l3: int
+    numa: int
+    socket: int
+    threads: int  # online threads per core
+    pattern: tuple[str, ...]  # previous owners of the available threads, sorted
+
+    @property
+    def avail(self) -> int:
+        return len(self.cores[0])
+
+
+class _Formulation:
+    """Builds the MIP, encodes a placement as a starting point and decodes solutions."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        chosen: Sequence[Workload],
+        available: CpuSet,
+        previous: Mapping[str, CpuSet],
+        weights: CostWeights,
+        *,
+        u_pool: float,
+        full_cores: bool,
+        aggregate_l3: bool = False,
+        scales: _Scales | None = None,
+        reserved: CpuSet | None = None,
+    ) -> None:
+        self.reserved = reserved or CpuSet()  # immovable CPUs: never free for exclusive
+        self.topology = topology
+        self.aggregate_l3 = aggregate_l3
+        self.scales = scales or _Scales.of(topology, chosen, u_pool)
+        self.chosen = list(chosen)
+        self.previous = previous
+        self.full_cores = full_cores
+        self.u_pool = u_pool
+        self.busy = {w.id: busyness(w) for w in chosen}
+        ids = {w.id for w in chosen}
+        prev_owner = {cpu: wid for wid, cpus in previous.items() if wid in ids for cpu in cpus}
+        self.prev_owner = prev_owner
+        self._l3_of = {cpu.id: cpu.l3 for cpu in topology.cpus}
+        groups: dict[tuple[object, ...], list[tuple[int, ...]]] = defaultdict(list)
+        meta: dict[tuple[object, ...], tuple[int, int, int, int, tuple[str, ...]]] = {}
+        for core in topology.cores:
+            threads = tuple((core.cpus & available).ids())
+            if not threads:
+                continue
+            pattern = tuple(sorted(prev_owner.get(cpu, "") for cpu in threads))
+            l3 = -1 if aggregate_l3 else core.l3
+            key = (l3, core.numa, core.socket, len(core.cpus), len(threads), pattern)
+            groups[key].append(threads)
+            meta[key] = (l3, core.numa, core.socket, len(core.cpus), pattern)
+        self.groups = [
+            _Group(tuple(cores), *meta[key]) for key, cores in sorted(groups.items(), key=str)
+        ]
+        # Previous owners split cores into many small groups. On a big host that makes
+        # the model too large for a budget of tens of ms, so there a workload may take
+        # only free cores and its own previous ones (no swaps of CPUs between placed
+        # workloads, which the churn term rarely pays for anyway).
+        self.restricted = len(self.chosen) * len(self.groups) > _RESTRICT_ABOVE
+        self._build(weights)
+
+    # --- model ------------------------------------------------------------------------
+    def _col(self, cost: float, lower: float, upper: float, integer: bool) -> int:
+        self._cost.append(cost)
+        self._lower.append(lower)
+        self._upper.append(upper)
+        self._integer.append(integer)
+        return len(self._cost) - 1
+
+    def _row(self, coefs: Mapping[int, float], lower: float, upper: float) -> None:
+        row = len(self._row_lower)
+        for col, value in coefs.items():
+            if value:
+                self._entries.append((row, col, value))
+        self._row_lower.append(lower)
+        self._row_upper.append(upper)
+
+    def _allowed_k(self, group: _Group, w: Workload) -> list[int]:
+        if self.full_cores:
+            ks = [group.threads] if group.avail == group.threads else []
+        else:
+            ks = list(range(1, group.avail + 1))
+        return [k for k in ks if k <= w.whole_cpus]
+
+    def _pairing(self, group: _Group) -> bool:
+        return not self.full_cores and group.threads == 2 and group.avail == 2
+
+    def _build(self, weights: CostWeights) -> None:
+        self._cost: list[float] = []
+        self._lower: list[float] = []
+        self._upper: list[float] = []
+        self._integer: list[bool] = []
+        self._entries: list[tuple[int, int, float]] = []
+        self._row_lower: list[float] = []
+        self._row_upper: list[float] = []
+        topo = self.topology
+        inf = highspy.kHighsInf
+        n_ex = self.scales.workloads
+        pinned = self.scales.pinned
+        c_shared = weights.shared_cores / n_ex
+        floor = weights.shared_floor
+        c_sib = 0.0 if self.full_cores else weights.siblings / n_ex
+        c_numa = weights.numa_spread / n_ex
+        c_socket = weights.socket_spread / n_ex
+        c_churn = weights.churn / pinned
+        u_p = self.u_pool
+        offset = 0.0
+
+        self.n: dict[tuple[str, int, int], int] = {}
+        self.m: dict[int, int] = {}
+        self.indicators: dict[int, list[int]] = {}  # y column -> the n columns it covers
+        by_w: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        by_g: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
+        self.by_g = by_g
+        for gi, g in enumerate(self.groups):
+            others = {owner for owner in g.pattern if owner}
+            for w in self.chosen:
+                if self.restricted and others and w.id not in others:
+                    continue
+                u = self.busy[w.id]
+                for k in self._allowed_k(g, w):
+                    cost = 0.0
+                    if k < g.threads:
+                        mean = (k * u + (g.threads - k) * u_p) / g.threads
+                        cost += c_shared * (floor + (1 - floor) * mean)
+                    if k >= 2:
+                        cost += c_sib * u
+                    upper = min(len(g.cores), w.whole_cpus // k)
+                    col = self._col(cost, 0, upper, True)
+                    self.n[w.id, gi, k] = col
+                    by_w[w.id].append((gi, k, col))
+                    by_g[gi].append((w.id, k, col))
+            if self._pairing(g):
+                # A pair turns two cores shared with the pool into one shared core.
+                pair = -c_shared * (floor + (1 - floor) * u_p)
+                self.m[gi] = self._col(pair, 0, len(g.cores), True)
+
+        # Demand: each workload gets exactly its request.
+        for w in self.chosen:
+            coefs = {col: float(k) for _, k, col in by_w[w.id]}
+            self._row(coefs, w.whole_cpus, w.whole_cpus)
+            if w.whole_cpus % 2:
+                # An odd request takes an odd number of threads on some core: a valid cut
+                # that closes most of the LP gap (the relaxation takes "half a core").
+                odd = {col: 1.0 for _, k, col in by_w[w.id] if k % 2}
+                if odd:
+                    self._row(odd, 1.0, inf)
+        # Capacity and pairing per group.
+        for gi, g in enumerate(self.groups):
+            capacity = {col: 1.0 for _, _, col in by_g[gi]}
+            if gi in self.m:
+                m = self.m[gi]
+                halves = {col: 1.0 for _, k, col in by_g[gi] if k == 1}
+                capacity[m] = -1.0
+                self._row({m: 2.0, **{c: -1.0 for c in halves}}, -inf, 0.0)
+                if c_sib > c_shared * (1 - floor):
+                    # Pairs need two different workloads (m + n1_w <= sum n1). With the
+                    # siblings weight at most 0.9 the shared-cores one a workload paired
+                    # with itself is never cheaper than the full core it really is, so
+                    # these rows are left out and `decode` turns such pairs into cores.
+                    for _, k, col in by_g[gi]:
+                        if k == 1:
+                            row = {c: -1.0 for c in halves}
+                            row[col] = 0.0
+                            row[m] = 1.0
+                            self._row(row, -inf, 0.0)
+            self._row(capacity, -inf, float(len(g.cores)))
+        # Spread over NUMA nodes and sockets.
+        for unit_attr, units, c_unit in (
+            ("numa", topo.numa_nodes, c_numa),
+            ("socket", topo.sockets, c_socket),
+        ):
+            if len(units) < 2 or c_unit == 0:
+                continue
+            sizes = [
+                len(
+                    self._whole(
+                        topo.cpus_in_numa(u) if unit_attr == "numa" else topo.cpus_in_socket(u)
+                    )
+                )
+                for u in units
+            ]
+            for w in self.chosen:
+                need = units_needed(sizes, w.whole_cpus)
+                offset -= c_unit * need
+                ys: dict[int, float] = {}
+                for index, unit in enumerate(units):
+                    coefs = {
+                        col: float(k)
+                        for gi, k, col in by_w[w.id]
+                        if getattr(self.groups[gi], unit_attr) == unit
+                    }
+                    if not coefs:
+                        continue
+                    y = self._col(c_unit, 0, 1, True)
+                    self.indicators[y] = list(coefs)
+                    coefs[y] = -float(min(w.whole_cpus, sizes[index]))
+                    self._row(coefs, -inf, 0.0)
+                    ys[y] = 1.0
+                if need > 1 or len(ys) > 1:
+                    self._row(ys, float(need), inf)  # a valid cut: at least `need` units
+            # Workloads that can use no unit at all still pay their unit count in the
+            # offset only; they are infeasible anyway (demand row).
+        # Churn: CPUs kept on previously held threads.
+        self.keep: dict[tuple[str, int], int] = {}
+        for w in self.chosen:
+            before = self.previous.get(w.id)
+            if before is None:
+                continue
+            offset += c_churn * len(before)
+            for gi, g in enumerate(self.groups):
+                p = g.pattern.count(w.id)
+                if not p:
+                    continue
+                col = self._col(-c_churn, 0, float(p * len(g.cores)), False)
+                self.keep[w.id, gi] = col
+                mine = [(k, c) for gj, k, c in by_w[w.id] if gj == gi]
+                taken = {c: -float(k) for k, c in mine}
+                self._row({col: 1.0, **taken}, -inf, 0.0)
+                used = {c: -float(p) for _, c in mine}
+                self._row({col: 1.0, **used}, -inf, 0.0)
+        # Hot L3 domains: busy fraction above the home's (NUMA node or socket) plus the
+        # tolerance. Both fractions are affine in the counts:
+        # |d| (frac_d - frac_home - tol) = sum_d c n - |d|/|home| sum_home c n - |d| tol,
+        # with c = k (u - u_pool).
+        host = self.scales.host_cpus
+        self.levels: list[list[tuple[int, float, dict[int, float]]]] = []
+        homes = {} if self.aggregate_l3 or weights.imbalance == 0 else l3_homes(topo)
+        level: list[tuple[int, float, dict[int, float]]] = []
+        for d, (attr, unit) in sorted(homes.items()):
+            home = topo.cpus_in_numa(unit) if attr == "numa" else topo.cpus_in_socket(unit)
+            share = len(topo.cpus_in_l3(d)) / len(home)
+            hot_coefs: dict[int, float] = defaultdict(float)
+            for gi, g in enumerate(self.groups):
+                in_d = g.l3 == d
+                in_home = getattr(g, attr) == unit
+                if not (in_d or in_home):
+                    continue
+                for wid, k, col in by_g[gi]:
+                    c = k * (self.busy[wid] - u_p)
+                    hot_coefs[col] += (c if in_d else 0.0) - (share * c if in_home else 0.0)
+            base = -len(topo.cpus_in_l3(d)) * weights.imbalance_tolerance
+            e = self._col(weights.imbalance / host, 0, inf, False)
+            self._row({e: 1.0, **{c: -v for c, v in hot_coefs.items()}}, base, inf)
+            level.append((e, base, dict(hot_coefs)))
+        if level:
+            self.levels.append(level)
+        # Fragmentation: t <= free CPUs of the NUMA node chosen by r (one node), maximised.
+        self.fragmentation: tuple[int, dict[int, int]] | None = None
+        if len(topo.numa_nodes) > 1 and weights.fragmentation > 0:
+            largest = max(len(topo.cpus_in_numa(n)) for n in topo.numa_nodes)
+            node_free = {n: len(topo.cpus_in_numa(n) - self.reserved) for n in topo.numa_nodes}
+            big_m = float(max(node_free.values()))
+            offset += weights.fragmentation
+            t = self._col(-weights.fragmentation / largest, 0, big_m, False)
+            picks: dict[int, int] = {}
+            for node in topo.numa_nodes:
+                r = self._col(0.0, 0, 1, True)
+                picks[node] = r
+                used = {
+                    col: float(k)
+                    for gi, g in enumerate(self.groups)
+                    if g.numa == node
+                    for _, k, col in by_g[gi]
+                }
+                # t + used_n + M r_n <= base_n + M
+                self._row({t: 1.0, r: big_m, **used}, -inf, node_free[node] + big_m)
+            self._row({r: 1.0 for r in picks.values()}, 1.0, 1.0)
+            self.fragmentation = (t, picks)
+
+        n_cols = len(self._cost)
+        rows_idx = [r for r, _, _ in self._entries]
+        cols_idx = [c for _, c, _ in self._entries]
+        vals = [v for _, _, v in self._entries]
+        matrix = sparse.csc_matrix(
+            (vals, (rows_idx, cols_idx)), shape=(len(self._row_lower), n_cols)
+        )
+        matrix.sort_indices()
+        self.model = MipModel(
+            cost=np.array(self._cost, dtype=np.float64),
+            offset=offset,
+            lower=np.array(self._lower, dtype=np.float64),
+            upper=np.array(self._upper, dtype=np.float64),
+            integer=np.array(self._integer, dtype=np.bool_),
+            matrix=matrix,
+            row_lower=np.array(self._row_lower, dtype=np.float64),
+            row_upper=np.array(self._row_upper, dtype=np.float64),
+        )
+
+    def _whole(self, cpus: CpuSet) -> CpuSet:
+        return self.topology.whole_cores_within(cpus) if self.full_cores else cpus
+
+    def stats(self) -> dict[str, int]:
+        """Model size: groups, columns, rows, non-zeros."""
+        return {
+            "groups": len(self.groups),
+            "columns": len(self.model.cost),
+            "rows": len(self.model.row_lower),
+            "nonzeros": int(self.model.matrix.nnz),
+        }
+
+    # --- placements <-> values ---------------------------------------------------------
+    def encode(self, cpusets: Mapping[str, CpuSet]) -> NDArray[np.float64] | None:
+        """The column values of a placement of the chosen workloads (None if the
+        placement uses a shape the model does not allow)."""
+        x = np.zeros(len(self.model.cost), dtype=np.float64)
+        owner = {cpu: wid for wid, cpus in cpusets.items() for cpu in cpus}
+        for gi, g in enumerate(self.groups):
+            for threads in g.cores:
+                counts = Counter(owner[cpu] for cpu in threads if cpu in owner)
+                if len(counts) > 1:
+                    if gi not in self.m or len(counts) != 2:
+                        return None
+                    x[self.m[gi]] += 1
+                for wid, k in counts.items():
+                    col = self.n.get((wid, gi, k))
+                    if col is None:
+                        return None
+                    x[col] += 1
+        for y, covered in self.indicators.items():
+            x[y] = 1.0 if any(x[c] > 0.5 for c in covered) else 0.0
+        for (wid, gi), col in self.keep.items():
+            mine = [(k, c) for w2, k, c in self.by_g[gi] if w2 == wid]
+            taken = sum(k * x[c] for k, c in mine)
+            cores = sum(x[c] for _, c in mine)
+            x[col] = min(taken, self.groups[gi].pattern.count(wid) * cores)
+        for level in self.levels:
+            for e, base, coefs in level:
+                x[e] = max(0.0, base + sum(v * x[c] for c, v in coefs.items()))
+        if self.fragmentation is not None:
+            t, picks = self.fragmentation
+            topo = self.topology
+            free = {
+                n: len(topo.cpus_in_numa(n) - self.reserved)
+                - len(topo.cpus_in_numa(n) & CpuSet(owner))
+                for n in picks
+            }
+            best = max(free, key=lambda n: (free[n], -n))
+            x[picks[best]] = 1.0
+            x[t] = float(free[best])
+        return x
+
+    def _arrange(
+        self, group: _Group, take: list[list[str]], l3_busy: Mapping[int, float]
+    ) -> list[tuple[tuple[int, ...], list[str]]]:
+        """Match the cores a group must give (``take``: owners per core) to its cores.
+
+        Within one L3 domain any match is equal. Across several (aggregated groups), the
+        cores of one owner set go together, the busiest bundles first, each to the L3
+        domain with room that would be least busy afterwards, so that workloads stay L3
+        local and no domain runs hot when another could take the load.
+        """
+        by_l3: dict[int, list[tuple[int, ...]]] = defaultdict(list)
+        for threads in group.cores:
+            by_l3[self._l3_of[threads[0]]].append(threads)
+        if len(by_l3) == 1:
+            return list(zip(group.cores, take, strict=False))
+        bundles: dict[tuple[str, ...], list[list[str]]] = defaultdict(list)
+        for owners in take:
+            bundles[tuple(sorted(owners))].append(owners)
+        busy = dict(l3_busy)
+        size = {d: len(self.topology.cpus_in_l3(d)) for d in by_l3}
+
+        def load(key: tuple[str, ...]) -> float:
+            return sum(self.busy[w] - self.u_pool for w in key) * len(bundles[key])
+
+        pairs: list[tuple[tuple[int, ...], list[str]]] = []
+        for key in sorted(bundles, key=lambda k: (-load(k), k)):
+            items = bundles[key]
+            per_core = sum(self.busy[w] - self.u_pool for w in key)
+            while items:
+                fits = [d for d in by_l3 if len(by_l3[d]) >= len(items)]
+                candidates = fits or [max(by_l3, key=lambda d: (len(by_l3[d]), -d))]
+                d = min(
+                    candidates,
+                    key=lambda d: (
+                        (busy[d] + per_core * min(len(items), len(by_l3[d]))) / size[d],
+                        d,
+                    ),
+                )
+                while items and by_l3[d]:
+                    pairs.append((by_l3[d].pop(0), items.pop()))
+                    busy[d] += per_core
+                if not by_l3[d]:
+                    del by_l3[d]
+        return pairs
+
+    def _threads_for(self, threads: tuple[int, ...], owners: list[str]) -> dict[str, list[int]]:
+        """Give each owner on one core its share, keeping previously held threads."""
+        free = list(threads)
+        got: dict[str, list[int]] = defaultdict(list)
+        wanted = Counter(owners)
+        for wid, count in wanted.items():
+            for cpu in [c for c in free if self.prev_owner.get(c) == wid][:count]:
+                free.remove(cpu)
+                got[wid].append(cpu)
+        for wid, count in wanted.items():
+            while len(got[wid]) < count:
+                # Leave threads another owner here held before to that owner.
+                cpu = next((c for c in free if self.prev_owner.get(c) not in wanted), free[0])
+                free.remove(cpu)
+                got[wid].append(cpu)
+        return got
+
+    def decode(self, values: NDArray[np.float64]) -> dict[str, CpuSet]:
+        """Turn solver values into cpusets: counts become cores, preferring each
+        workload's previous threads. Raises `SolverError` if the counts do not fit."""
+        result: dict[str, list[int]] = defaultdict(list)
+        l3_busy = {
+            d: self.u_pool * len(self.topology.cpus_in_l3(d)) for d in self.topology.l3_domains
+        }
+        for gi, g in enumerate(self.groups):
+            counts: dict[int, list[tuple[str, int]]] = defaultdict(list)
+            for wid, k, col in self.by_g[gi]:
+                count = round(values[col])
+                if count:
+                    counts[k].append((wid, count))
+            pairs = round(values[self.m[gi]]) if gi in self.m else 0
+            cores = list(g.cores)
+            take: list[list[str]] = []  # per used core: the owners of its taken threads
+            for k in sorted(counts, reverse=True):
+                if k == 1 and gi in self.m:
+                    continue
+                for wid, count in counts[k]:
+                    take.extend([[wid] * k for _ in range(count)])
+            if gi in self.m:
+                halves = {wid: count for wid, count in counts.get(1, [])}
+                take.extend(_pair_up(halves, pairs))
+            if len(take) > len(cores):
+                raise SolverError(f"group of {len(cores)} cores asked for {len(take)}")
+            for threads, owners in self._arrange(g, take, l3_busy):
+                for wid, cpus in self._threads_for(threads, owners).items():
+                    result[wid].extend(cpus)
+                    for cpu in cpus:
+                        l3_busy[self._l3_of[cpu]] += self.busy[wid] - self.u_pool
+        cpusets = {wid: CpuSet(cpus) for wid, cpus in result.items()}
+        for w in self.chosen:
+            got = len(cpusets.get(w.id, CpuSet()))
+            if got != w.whole_cpus:
+                raise SolverError(f"{w.id} got {got} CPUs for a request of {w.whole_cpus}")
+        return cpusets
+
+
+def _pair_up(halves: Mapping[str, int], pairs: int) -> list[list[str]]:
+    """Split single threads into ``pairs`` two-thread cores (two different workloads
+    where possible, most numerous first; a workload left to pair with itself gets the
+    whole core, which the model never prices above that) and lone threads."""
+    heap = [(-count, wid) for wid, count in halves.items() if count > 0]
+    heapq.heapify(heap)
+    cores: list[list[str]] = []
+    for _ in range(pairs):
+        if not heap:
+            raise SolverError("more pairs than single threads")
+        c1, w1 = heapq.heappop(heap)
+        if heap:
+            c2, w2 = heapq.heappop(heap)
+        elif c1 <= -2:
+            c2, w2 = c1, w1
+        else:
+            raise SolverError("more pairs than single threads")
+        cores.append([w1, w2])
+        if w1 == w2:
+            if c1 + 2 < 0:
+                heapq.heappush(heap, (c1 + 2, w1))
+            continue
+        for count, wid in ((c1 + 1, w1), (c2 + 1, w2)):
+            if count < 0:
+                heapq.heappush(heap, (count, wid))
+    for count, wid in heap:
+        cores.extend([[wid]] * -count)
+    return cores
