@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
+from corral.commands.agent import agent
+from corral.commands.apply import apply, drift
+from corral.commands.bench import bench_app
+from corral.commands.bench_agent import bench_agent
+from corral.commands.bench_colocation import bench_colocation
+from corral.commands.bench_enforce import bench_enforce
+from corral.commands.bench_predict import bench_predict
+from corral.commands.client import rebalance, status, workloads_app
 from corral.commands.place import place
+from corral.commands.predict import predict_app
 from corral.commands.topology import topology
 
 app = typer.Typer(
@@ -16,6 +25,18 @@ app = typer.Typer(
 )
 app.command()(topology)
 app.command()(place)
+app.command()(apply)
+app.command()(drift)
+app.command()(agent)
+app.command()(status)
+app.command()(rebalance)
+app.add_typer(workloads_app, name="workloads")
+app.add_typer(predict_app, name="predict")
+bench_app.command("agent")(bench_agent)
+bench_app.command("colocation")(bench_colocation)
+bench_app.command("predict")(bench_predict)
+bench_app.command("enforce")(bench_enforce)
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -112,19 +113,13 @@ class _Accumulator:
     def __post_init__(self) -> None:
         topo = self.topology
         self.result: set[int] = set()
-        self.core_key = {core.id: min(core.cpus) for core in topo.cores}
+        self.core_key = topo.first_cpu_of_core
         self.cpus_per_core = len(topo.cpus) // len(topo.cores)
         self.cpus_per_socket = len(topo.cpus) // len(topo.sockets)
         self.numa_first = len(topo.sockets) >= len(topo.numa_nodes)
-        self._cpu = {cpu.id: cpu for cpu in topo.cpus}
-        # Members of every unit, so that counting a unit's free CPUs costs its size, not the
-        # host's (kubelet's maps do the same).
-        self._members: dict[str, dict[int, list[int]]] = {
-            attr: {} for attr in ("numa", "socket", "core")
-        }
-        for cpu in topo.cpus:
-            for attr, units in self._members.items():
-                units.setdefault(getattr(cpu, attr), []).append(cpu.id)
+        # Cached on the topology: counting a unit's free CPUs costs its size, not the host's.
+        self._unit_of = topo.unit_of
+        self._members = topo.members_of
 
     # --- counting available CPUs ----------------------------------------------------
     def _avail_where(self, attr: str, value: int) -> list[int]:
@@ -140,7 +135,8 @@ class _Accumulator:
         return self._avail_where("core", core)
 
     def _present(self, attr: str) -> set[int]:
-        return {getattr(self._cpu[c], attr) for c in self.available}
+        unit_of = self._unit_of[attr]
+        return {unit_of[c] for c in self.available}
 
     def _sorted(
         self,
@@ -157,7 +153,7 @@ class _Accumulator:
             return self._sorted(self._present("numa"), count)
         result: list[int] = []
         for socket in self.sorted_sockets():
-            numas = {self._cpu[c].numa for c in self.avail_socket(socket)}
+            numas = {self._unit_of["numa"][c] for c in self.avail_socket(socket)}
             result.extend(self._sorted(numas, count))
         return result
 
@@ -167,7 +163,7 @@ class _Accumulator:
             return self._sorted(self._present("socket"), count)
         result: list[int] = []
         for numa in self.sorted_numa():
-            sockets = {self._cpu[c].socket for c in self.avail_numa(numa)}
+            sockets = {self._unit_of["socket"][c] for c in self.avail_numa(numa)}
             result.extend(self._sorted(sockets, count))
         return result
 
@@ -178,15 +174,13 @@ class _Accumulator:
             ("socket", self.sorted_sockets()) if self.numa_first else ("numa", self.sorted_numa())
         )
         for unit in outer:
-            cores = {self._cpu[c].core for c in self._avail_where(outer_attr, unit)}
+            core_of = self._unit_of["core"]
+            cores = {core_of[c] for c in self._avail_where(outer_attr, unit)}
             result.extend(self._sorted(cores, count, key=self.core_key.__getitem__))
         return result
 
     def _counter(self, attr: str) -> Callable[[int], int]:
-        counts: dict[int, int] = {}
-        for c in self.available:
-            value = getattr(self._cpu[c], attr)
-            counts[value] = counts.get(value, 0) + 1
+        counts = Counter(self._unit_of[attr][c] for c in self.available)
         return lambda unit: counts.get(unit, 0)
 
     def sorted_cpus(self) -> list[int]:

@@ -124,6 +124,31 @@ class Topology:
         }
 
     @cached_property
+    def first_cpu_of_core(self) -> Mapping[int, int]:
+        """Core id -> its lowest CPU id (how kubelet names a core)."""
+        return {core.id: min(core.cpus) for core in self.cores}
+
+    @cached_property
+    def unit_of(self) -> Mapping[str, Mapping[int, int]]:
+        """For ``"core"``, ``"socket"``, ``"numa"`` and ``"l3"``: CPU id -> that unit's id."""
+        return {
+            attr: {cpu.id: getattr(cpu, attr) for cpu in self.cpus}
+            for attr in ("core", "socket", "numa", "l3")
+        }
+
+    @cached_property
+    def members_of(self) -> Mapping[str, Mapping[int, tuple[int, ...]]]:
+        """For ``"core"``, ``"socket"``, ``"numa"`` and ``"l3"``: unit id -> its CPU ids."""
+        members: dict[str, dict[int, list[int]]] = {attr: {} for attr in self.unit_of}
+        for attr, units in self.unit_of.items():
+            for cpu_id, unit in units.items():
+                members[attr].setdefault(unit, []).append(cpu_id)
+        return {
+            attr: {unit: tuple(ids) for unit, ids in units.items()}
+            for attr, units in members.items()
+        }
+
+    @cached_property
     def sockets(self) -> tuple[int, ...]:
         """Socket ids, ascending."""
         return tuple(sorted({cpu.socket for cpu in self.cpus}))
