@@ -1,0 +1,129 @@
+"""Heracles' top controller: from slack and load, what BE may do this period.
+
+Every ``period_s`` (Heracles: 15 s) slack = (SLO - measured) / SLO decides a mode:
+
+* ``disable`` - slack < 0, or LC load above the high-water mark (85% of peak, stays on
+  until load is back below the low-water mark, 80%): BE goes to its floor, then is frozen;
+  after a disable BE stays disabled for ``cooldown_s``.
+* ``shrink``  - slack < 5%: take BE resources away by steps (2 cores at a time).
+* ``hold``    - slack < 10%: BE may not grow.
+* ``grow``    - otherwise: sub-controllers may try one growth step.
+
+No latency sample (an idle service) never grows BE: it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from corral.errors import InputError
+
+
+class Mode(StrEnum):
+    """What the top controller allows BE this period."""
+
+    GROW = "grow"
+    HOLD = "hold"
+    SHRINK = "shrink"
+    DISABLE = "disable"
+
+
+@dataclass(frozen=True, slots=True)
+class TopSettings:
+    """Thresholds of the top controller (Heracles' defaults)."""
+
+    period_s: float = 15.0
+    """Seconds between top-level decisions (Heracles: 15 s; the benchmark uses 1 s)."""
+    high_water: float = 0.85
+    """LC load, as a fraction of its peak, above which BE is disabled (Heracles: 85%)."""
+    low_water: float = 0.80
+    """LC load below which BE is allowed again after a high-water disable (80%): the gap
+    is hysteresis, so load hovering near 85% does not toggle BE each period."""
+    no_grow_slack: float = 0.10
+    """Slack below which BE may not grow (10%): growing this close to the SLO risks it."""
+    shrink_slack: float = 0.05
+    """Slack below which BE is shrunk by steps (5%)."""
+    cooldown_s: float = 60.0
+    """Seconds BE stays disabled after a disable, so one good window right after a
+    violation does not bring BE straight back (Heracles' cool-down)."""
+
+    def __post_init__(self) -> None:
+        if self.period_s <= 0:
+            raise InputError("top.period_s", f"{self.period_s} is not positive", "e.g. 15")
+        if not 0 < self.low_water <= self.high_water:
+            raise InputError(
+                "top.low_water",
+                f"{self.low_water} must be in (0, high_water={self.high_water}]",
+                "e.g. low_water 0.80 with high_water 0.85",
+            )
+        if not self.shrink_slack <= self.no_grow_slack:
+            raise InputError(
+                "top.shrink_slack",
+                f"{self.shrink_slack} is above no_grow_slack={self.no_grow_slack}",
+                "shrinking must start at a smaller slack than blocking growth",
+            )
+        if self.cooldown_s < 0:
+            raise InputError("top.cooldown_s", f"{self.cooldown_s} is negative", "e.g. 60")
+
+
+@dataclass(frozen=True, slots=True)
+class TopState:
+    """The top controller's memory between periods and its last decision."""
+
+    mode: Mode = Mode.HOLD
+    reason: str = "starting"
+    slack: float | None = None
+    load: float | None = None
+    load_high: bool = False
+    disabled_until: float = float("-inf")
+
+
+def top_step(
+    settings: TopSettings, state: TopState, *, slack: float | None, load: float | None, now: float
+) -> TopState:
+    """The next top-level mode from this period's slack and load (fraction of peak)."""
+    load_high = state.load_high
+    if load is not None:
+        if load > settings.high_water:
+            load_high = True
+        elif load < settings.low_water:
+            load_high = False
+    base = replace(state, slack=slack, load=load, load_high=load_high)
+    if slack is not None and slack < 0:
+        return replace(
+            base,
+            mode=Mode.DISABLE,
+            reason=f"slack {slack:.2f} < 0",
+            disabled_until=now + settings.cooldown_s,
+        )
+    if load_high:
+        return replace(
+            base,
+            mode=Mode.DISABLE,
+            reason=f"load {_pct(load)} above high water {settings.high_water:.0%}"
+            if load is not None and load > settings.high_water
+            else f"load {_pct(load)} not yet below low water {settings.low_water:.0%}",
+            disabled_until=now + settings.cooldown_s,
+        )
+    if now < state.disabled_until:
+        return replace(
+            base,
+            mode=Mode.DISABLE,
+            reason=f"cooling down for {state.disabled_until - now:.1f} s",
+        )
+    if slack is None:
+        return replace(base, mode=Mode.HOLD, reason="no latency samples")
+    if slack < settings.shrink_slack:
+        return replace(
+            base, mode=Mode.SHRINK, reason=f"slack {slack:.2f} < {settings.shrink_slack:.2f}"
+        )
+    if slack < settings.no_grow_slack:
+        return replace(
+            base, mode=Mode.HOLD, reason=f"slack {slack:.2f} < {settings.no_grow_slack:.2f}"
+        )
+    return replace(base, mode=Mode.GROW, reason=f"slack {slack:.2f}")
+
+
+def _pct(load: float | None) -> str:
+    return "unknown" if load is None else f"{load:.0%}"
