@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from corral.placement.optimal import (
 from corral.placement.workload import Policy, Workload
 from corral.topology.cpuset import CpuSet
 from corral.topology.model import Topology
-from corral.topology.presets import build_topology, epyc_9754_2s, toy_16
+from corral.topology.presets import build_topology, epyc_9754_2s, preset, toy_16
 
 P = CpuSet.parse
 
@@ -356,3 +357,59 @@ def test_place_cli_reports_cost_terms_gap_and_churn_against_previous(tmp_path) -
     bad = runner.invoke(app, [*args, "--weight", "nope=1"])
     assert bad.exit_code == 2
     assert "unknown cost term" in bad.output
+
+
+def _bench_like_mix(topo: Topology, seed: int, fill: float) -> list[Workload]:
+    from corral.bench._mixes import draw_mix
+
+    return draw_mix(random.Random(seed), topo, fill)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ccx_host_leaves_no_hot_l3_domain_and_proves_the_placement(seed: int) -> None:
+    # 256 threads, four L3 domains per NUMA node: the MIP decides per node, the
+    # extraction balances the node's L3 domains, so the bound proves the whole cost.
+    topo = preset("epyc-7742-2s")
+    workloads = _bench_like_mix(topo, seed, 0.8)
+    result = place_optimal(topo, workloads, budget_ms=5000)
+    assert result.cost.terms["imbalance"].weighted == pytest.approx(0.0, abs=1e-9)
+    assert result.optimal
+    assert result.gap is not None and result.gap <= 0.001 + 1e-9
+    assert result.cost.total <= result.greedy_cost.total + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lp_relaxation_bounds_the_optimum_on_a_two_socket_host(seed: int) -> None:
+    # The free-block and parity cuts make the LP relaxation as strong as the MIP here.
+    topo = preset("r4.16xlarge")
+    workloads = _bench_like_mix(topo, seed, 0.8)
+    models: list[MipModel] = []
+
+    def recording(model: MipModel, **kwargs: object) -> MipSolution:
+        models.append(model)
+        return solve_highs(model, **kwargs)  # type: ignore[arg-type]
+
+    result = place_optimal(topo, workloads, budget_ms=5000, solver=recording)
+    relaxed = replace(models[0], integer=np.zeros_like(models[0].integer))
+    lp = solve_highs(relaxed, time_limit_s=5.0, gap=0.0)
+    assert result.optimal
+    assert lp.objective is not None
+    assert lp.objective == pytest.approx(result.cost.total, abs=1e-6)
+
+
+def test_an_infeasible_start_is_never_taken_for_the_answer() -> None:
+    topo = toy_16()
+    workloads = [_exclusive("a", 3, 2.0), _exclusive("b", 5, 1.0)]
+    models: list[MipModel] = []
+
+    def recording(model: MipModel, **kwargs: object) -> MipSolution:
+        models.append(model)
+        return solve_highs(model, **kwargs)  # type: ignore[arg-type]
+
+    expected = place_optimal(topo, workloads, budget_ms=5000, gap=0.0, solver=recording)
+    start = np.zeros(len(models[0].cost))
+    solution = solve_highs(models[0], time_limit_s=5.0, gap=0.0, warm_start=start)
+    assert solution.values is not None
+    assert not solution.from_start
+    assert solution.proven
+    assert solution.objective == pytest.approx(expected.cost.total, abs=1e-7)

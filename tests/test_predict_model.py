@@ -125,6 +125,10 @@ def test_a_model_with_another_feature_schema_is_refused(model: UsageModel, tmp_p
     _edit(path, {"version": 99})
     with pytest.raises(InputError, match="version 99"):
         load_model(path)
+    save_model(model, path)
+    _edit(path, {"base_feature": "max_7200s"})
+    with pytest.raises(InputError, match="base feature 'max_7200s'"):
+        load_model(path)
     path.write_text('{"hello": 1}')
     with pytest.raises(InputError, match="not a corral-usage-model file"):
         load_model(path)
@@ -161,6 +165,22 @@ def test_enough_history_gives_a_model_forecast_within_the_request(
     assert out["new"].cores == 1.5
     with pytest.raises(InputError, match=r"requests\[bad\]"):
         forecast_usage(model, {}, {"bad": 0.0}, now_s=now)
+
+
+def test_the_trees_learn_a_residual_over_the_base_feature(
+    model: UsageModel, daily_trace: Trace
+) -> None:
+    from corral.predict.dataset import build_examples, select_anchors
+
+    assert model.base_feature == "max_1800s"
+    examples = build_examples(
+        daily_trace, model.spec, select_anchors(daily_trace, model.spec)[:200], 0.95
+    )
+    base = examples.features[:, model.spec.names().index("max_1800s")]
+    trees = model.booster.predict(examples.features)
+    np.testing.assert_allclose(model.raw_share(examples.features), trees + base)
+    with pytest.raises(InputError, match="not a feature"):
+        train_model(daily_trace, TrainSettings(base_feature="max_1y"))
 
 
 def test_calibration_brings_held_out_coverage_to_the_quantile() -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from corral.agent.predictions import PredictorSettings
+from corral.control.config import ColocationConfig, parse_config
 from corral.errors import InputError
 from corral.placement.allocate import Allocator
 
@@ -153,6 +155,20 @@ class AgentSettings(BaseModel):
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(default=LogFormat.HUMAN, description="human or json.")
+    control: dict[str, Any] | None = Field(
+        default=None,
+        description="The colocation controller run inside the agent (shape: "
+        "corral.control.config; examples/agent-control.yaml): LC workloads with their SLO "
+        "and latency source, the BE box cgroup (default: the agent's own), thresholds. "
+        "Absent: no controller.",
+    )
+    predictor: PredictorSettings = Field(
+        default_factory=PredictorSettings,
+        description="Usage predictions handed to placement as predicted_cpus "
+        "(corral.agent.predictions): `model` (a file from `corral predict train`; absent: "
+        "the peak 60 s mean of the last hour), `refresh_s`, `min_history_s`, `window_s`, "
+        "`enabled`. Too little history: the request.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -181,6 +197,16 @@ class AgentSettings(BaseModel):
         """The TCP (host, port), or None when only the unix socket serves."""
         return None if self.listen is None else parse_listen(self.listen)
 
+    def control_config(self) -> ColocationConfig | None:
+        """The parsed control section (None without one); `InputError` names the field
+        as ``control.<path>``."""
+        if self.control is None:
+            return None
+        try:
+            return parse_config(self.control)
+        except InputError as err:
+            raise InputError(f"control.{err.field}", err.problem, err.fix) from None
+
     def needs_token(self) -> bool:
         """True when a TCP listener is reachable from other hosts."""
         address = self.listen_address
@@ -190,7 +216,7 @@ class AgentSettings(BaseModel):
 def settings_from(data: dict[str, Any], *, where: str = "config") -> AgentSettings:
     """Validate settings; `InputError` names the first bad field."""
     try:
-        return AgentSettings.model_validate(data)
+        settings = AgentSettings.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
@@ -199,6 +225,11 @@ def settings_from(data: dict[str, Any], *, where: str = "config") -> AgentSettin
         if first["type"] == "extra_forbidden":
             fix = f"allowed keys: {', '.join(AgentSettings.model_fields)}"
         raise InputError(f"{where}.{field}" if field else where, message, fix) from None
+    try:
+        settings.control_config()  # refuse a bad control section before anything starts
+    except InputError as err:
+        raise InputError(f"{where}.{err.field}", err.problem, err.fix) from None
+    return settings
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any]) -> AgentSettings:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.agent.predictions import with_predictions
 from corral.errors import CorralError
 from corral.placement.allocate import Allocator
 from corral.placement.assignment import Assignment, Placement
@@ -50,11 +51,16 @@ def decide(
     allocator: str,
     budget_ms: float,
     rebalance: bool,
+    predicted: Mapping[str, float] | None = None,
 ) -> Decision:
     """Place ``workloads`` (the whole list). ``previous`` must hold only workloads whose
-    spec did not change since it was computed. A solver error falls back to greedy and
-    says so (``fallback``)."""
+    spec did not change since it was computed. ``predicted`` (cores by id, from
+    `corral.agent.predictions`) fills in ``predicted_cpus`` where a spec leaves it unset,
+    for the cost model only. A solver error falls back to greedy and says so
+    (``fallback``)."""
     started = time.perf_counter()
+    if predicted:
+        workloads = with_predictions(workloads, predicted)
     settings = DecisionSettings(allocator=Allocator(allocator), budget_ms=budget_ms)
     kind = EventKind.REBALANCE if rebalance else EventKind.ADD
     held = held_cpus(workloads, previous)

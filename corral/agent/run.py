@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -18,10 +18,21 @@ from prometheus_client import CollectorRegistry
 from corral.agent.api import create_app
 from corral.agent.cgroups import make_enforcer
 from corral.agent.config import AgentSettings
+from corral.agent.enforcer import Enforcer
 from corral.agent.metrics import AgentMetrics
-from corral.agent.service import AgentService
+from corral.agent.service import AgentControl, AgentService
 from corral.agent.state import StateStore
+from corral.control.cgroupv1 import CgroupV1Actuator
+from corral.control.config import runtime_from_config
+from corral.control.evict import BeWorkload
+from corral.control.metrics import register_metrics
+from corral.control.ownership import be_pool_cores
+from corral.control.runtime import Actuator, DryRunActuator, MemorySignals
+from corral.enforce.cgroupfs import read_file, write_file
+from corral.enforce.desired import EnforceSettings
+from corral.enforce.detect import Version, detect_cgroups
 from corral.errors import InputError
+from corral.placement.assignment import Placement
 from corral.topology.source import load_topology
 
 log = logging.getLogger(__name__)
@@ -76,6 +87,63 @@ def _unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+def build_control(
+    settings: AgentSettings, enforcer: Enforcer, service: AgentService
+) -> AgentControl | None:
+    """The colocation controller of the config's control section (None without one).
+
+    It acts on ``cgroups.be`` (default: the agent's own BE box, ``<cgroup_parent>/be``)
+    through the cgroup v1 actuator, or records its actions without writing when the agent
+    runs dry. Its actions and mode changes go to the agent's event log. Workloads left
+    frozen by an earlier run are thawed now: a new controller starts from a fresh state.
+    Raises `InputError` when the host has no cgroup v1 cpu controller to act on.
+    """
+    config = settings.control_config()
+    if config is None:
+        return None
+    agent_box = EnforceSettings(parent=settings.cgroup_parent).be_box_path
+    be = config.cgroups.be or agent_box
+    actuator: Actuator
+    memory: MemorySignals | None = None
+    real: CgroupV1Actuator | None = None
+    if enforcer.dry_run:
+        actuator = DryRunActuator()
+    else:
+        cpu = detect_cgroups(settings.cgroup_root).hierarchy_of("cpu")
+        if cpu is None or cpu.version is not Version.V1:
+            raise InputError(
+                "control",
+                f"the controller writes cgroup v1 cpu/cpuset/freezer files and "
+                f"{settings.cgroup_root} has no v1 cpu hierarchy",
+                "run the agent on a cgroup v1 host, with --dry-run, or without a control section",
+            )
+        real = CgroupV1Actuator(
+            cgroup_root=settings.cgroup_root,
+            be_group=be,
+            lc_group=config.cgroups.lc,
+            writer=write_file,
+            reader=read_file,
+        )
+        actuator = memory = real
+
+    def workloads() -> Sequence[BeWorkload]:
+        if be == agent_box or real is None:
+            return [BeWorkload(wid) for wid in service.be_box_workloads()]
+        return [BeWorkload(wid) for wid in real.workloads()]
+
+    runtime = runtime_from_config(
+        config,
+        cores=be_pool_cores(service.topology, Placement(assignments={}, pools={})),
+        actuator=actuator,
+        memory=memory,
+        workloads=workloads,
+        listener=service.control_event,
+    )
+    if real is not None:
+        runtime.thaw(real.frozen(), "left frozen by an earlier run of the controller")
+    return AgentControl(runtime, be, agent_box=be == agent_box)
+
+
 async def serve(settings: AgentSettings) -> None:
     """Run the agent until SIGTERM/SIGINT; returns after a clean shutdown."""
     topology = load_topology(settings.topology, sysfs_root=settings.sysfs_root)
@@ -94,6 +162,9 @@ async def serve(settings: AgentSettings) -> None:
     service.observer = AgentMetrics(registry, service.gauges)
     sockets: list[tuple[socket.socket, str | None]] = []
     try:
+        service.control = build_control(settings, enforcer, service)
+        if service.control is not None:
+            register_metrics(registry, service.control.runtime.snapshot)
         await service.start()
         address = settings.listen_address
         if address is not None:

@@ -1,7 +1,8 @@
 """The agent's asyncio core: one decision task owns the placement; API calls queue events.
 
 Root tasks (all cancelled when one dies): the decision loop, the periodic rebalance (with
-jitter), the periodic reconcile (drift check and repair) and usage sampling.
+jitter), the periodic reconcile (drift check and repair), usage sampling and, when the
+config has a control section, the colocation controller (`AgentControl`).
 
 Every change of the workload set goes through the coalescing queue, so a burst becomes one
 decision, and the decision loop is the only writer of the assignment. A PUT either commits
@@ -26,6 +27,7 @@ from corral.agent.enforcer import ApplyReport, Drift, Enforcer
 from corral.agent.events import CoalescingQueue, Event, EventKind
 from corral.agent.metrics import Gauges
 from corral.agent.observer import NullObserver, Observer
+from corral.agent.predictions import AgentPredictor
 from corral.agent.sampler import UsageSampler, read_usage_ns
 from corral.agent.state import (
     DecisionRecord,
@@ -34,10 +36,12 @@ from corral.agent.state import (
     Status,
     StoredWorkload,
 )
+from corral.control.ownership import be_pool, be_pool_cores, confine_be, controlled_by_controller
+from corral.control.runtime import ActionRecord, ColocationRuntime
 from corral.errors import CorralError, PlacementError
 from corral.placement.assignment import Assignment, Placement
 from corral.placement.pools import immovable_cpus
-from corral.placement.workload import Policy, Workload
+from corral.placement.workload import Policy, Qos, Workload
 from corral.topology.model import Topology
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,23 @@ class WorkloadView:
             "usage_cores": None if usage is None else round(usage, 4),
             "utilisation": None if usage is None else round(usage / w.cpus, 4),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AgentControl:
+    """The colocation controller as the agent runs it.
+
+    Who owns what (the full rule is `corral.control.ownership`'s): the agent's placement
+    bounds BE to its pool and the controller divides that pool; the agent enforces BE
+    workloads in its box on the controller's CPUs, its reconcile leaves the BE box's CPU
+    knobs (`CONTROLLED_FILES`) to the controller, and the controller re-applies its state
+    after every enforcement write. ``be_cgroup`` is the box the controller acts on;
+    ``agent_box`` says it is the agent's own BE box (its BE workloads live there).
+    """
+
+    runtime: ColocationRuntime
+    be_cgroup: str
+    agent_box: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,8 @@ class AgentService:
         self._enforce_errors: tuple[str, ...] = ()
         self._sampler = UsageSampler(settings.downsample_s)
         self._started_s = clock()
+        self.control: AgentControl | None = None
+        self.predictor = AgentPredictor.open(settings.predictor, settings.state_path)
 
     # --- life cycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -182,6 +205,8 @@ class AgentService:
             group.create_task(
                 self._every(self.settings.sample_period_s, self.sample, False), name="sampler"
             )
+            if self.control is not None:
+                group.create_task(self.control.runtime.run(), name="control")
 
     def close(self) -> None:
         """Refuse every queued request that waits and close the store."""
@@ -358,8 +383,56 @@ class AgentService:
             },
             "enforcement_errors": list(self._enforce_errors),
             "pools": {name: str(cpus) for name, cpus in self._placement.pools.items()},
+            "control": None if self.control is None else self._control_status(self.control),
+            "predictions": self.predictor.status(),
             "recent_events": self.store.recent_events(20),
         }
+
+    # --- the colocation controller ------------------------------------------------------
+    def _control_status(self, control: AgentControl) -> dict[str, Any]:
+        doc = control.runtime.status()
+        doc["be_cgroup"] = control.be_cgroup
+        doc["be_pool"] = str(be_pool(self.topology, self._placement))
+        return doc
+
+    def be_box_workloads(self) -> list[str]:
+        """Placed BE workloads that live in the agent's BE box (created by the agent)."""
+        return sorted(
+            wid
+            for wid, s in self._workloads.items()
+            if s.workload.qos is Qos.BE
+            and s.workload.cgroup is None
+            and s.workload.container_id is None
+            and wid in self._placement.assignments
+        )
+
+    def control_event(self, record: ActionRecord) -> None:
+        """Store one controller action (or mode change) in the event log, with its reason."""
+        if record.kind == "mode":
+            kind = "control-mode"
+        else:
+            kind = "control-refused" if record.error else "control"
+        detail = f"{record.what}: {record.reason}"
+        if record.error:
+            detail += f" (refused: {record.error})"
+        self.store.log_events(self._clock(), [LoggedEvent(kind, record.workload, detail)])
+
+    def _for_enforcer(self, placement: Placement, *, rebound: bool) -> Placement:
+        """What the enforcer is given: with a controller, BE in the agent's box on the
+        controller's CPUs; ``rebound`` first re-bounds the controller to the BE pool."""
+        control = self.control
+        if control is None:
+            return placement
+        if rebound and control.runtime.set_cores(be_pool_cores(self.topology, placement)):
+            pool = be_pool(self.topology, placement)
+            control.runtime.reapply(f"placement changed the BE pool to {pool}", record=True)
+        if not control.agent_box:
+            return placement
+        return confine_be(placement, self.be_box_workloads(), control.runtime.be_cpus)
+
+    def _control_reapply(self, why: str) -> None:
+        if self.control is not None:
+            self.control.runtime.reapply(f"re-applied after {why}")
 
     # --- the decision loop ----------------------------------------------------------
     async def _decision_loop(self) -> None:
@@ -450,6 +523,9 @@ class AgentService:
                 unstored.add(wid)
             if event.reply is not None:
                 waiters.setdefault(wid, []).append(event)
+        predicted = await asyncio.to_thread(
+            self.predictor.predicted, [s.workload for s in working.values()], now
+        )
         while True:
             decision: Decision = await asyncio.to_thread(
                 decide,
@@ -459,6 +535,7 @@ class AgentService:
                 allocator=self.settings.allocator,
                 budget_ms=self.settings.budget_ms,
                 rebalance=rebalance,
+                predicted=predicted,
             )
             refused = [wid for wid in decision.placement.refusals if wid in unstored]
             if not refused:
@@ -565,10 +642,12 @@ class AgentService:
         released: Mapping[str, Workload],
     ) -> None:
         items = [s.workload for s in workloads.values()]
+        placement = self._for_enforcer(placement, rebound=True)
         reports: list[ApplyReport] = []
         if released:
             reports.append(await asyncio.to_thread(self.enforcer.release, list(released.values())))
         reports.append(await asyncio.to_thread(self.enforcer.apply, items, placement))
+        self._control_reapply("a placement was enforced")
         errors = tuple(e for r in reports for e in r.errors)
         self._enforce_errors = errors
         if errors:
@@ -577,12 +656,22 @@ class AgentService:
 
     async def _reconcile(self) -> dict[str, Any]:
         items = [s.workload for s in self._workloads.values()]
-        found = await asyncio.to_thread(self.enforcer.drift, items, self._placement)
+        placement = self._for_enforcer(self._placement, rebound=False)
+
+        async def drift() -> list[Drift]:
+            found = await asyncio.to_thread(self.enforcer.drift, items, placement)
+            if self.control is None:
+                return found
+            box = self.control.be_cgroup  # the BE box's CPU knobs are the controller's
+            return [d for d in found if not controlled_by_controller(d.file, box)]
+
+        found = await drift()
         remaining = found
         report = ApplyReport()
         if found:
-            report = await asyncio.to_thread(self.enforcer.repair, items, self._placement)
-            remaining = await asyncio.to_thread(self.enforcer.drift, items, self._placement)
+            report = await asyncio.to_thread(self.enforcer.repair, items, placement)
+            remaining = await drift()
+        self._control_reapply("a reconcile")
         repaired = len(found) - len(remaining)
         self._drift = list(remaining)
         if report.errors:

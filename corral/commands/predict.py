@@ -194,6 +194,7 @@ def show(
             "spec": model.spec.as_dict(),
             "features": list(names),
             "min_history_s": model.min_history_s,
+            "base_feature": model.base_feature,
             "calibration": {
                 "snap": model.calibration.snap,
                 "scale": model.calibration.scale,
@@ -212,7 +213,8 @@ def show(
             f"P{model.quantile * 100:g} over {model.spec.horizon_s:g} s, step "
             f"{model.spec.step_s:g} s, {len(names)} features, {data['trees']} trees; "
             f"trained on {model.info.get('source', '?')} ({model.info.get('train_rows', '?')} "
-            f"windows); fallback to the request under {model.min_history_s:g} s of history"
+            f"windows); fallback to the request under {model.min_history_s:g} s of history; "
+            f"trees learn the residual over {model.base_feature or 'nothing'}"
         )
         out.print(
             f"calibration: snap >= {model.calibration.snap:g} of capacity, scale "

@@ -106,6 +106,15 @@ class CgroupV1Actuator:
         names.update(_children(self.root / "freezer" / self.be_group))
         return tuple(sorted(names))
 
+    def frozen(self) -> tuple[str, ...]:
+        """BE workloads whose freezer group is frozen now (e.g. left so by a crash)."""
+        out = []
+        for name in _children(self.root / "freezer" / self.be_group):
+            state = self._read(self.path("freezer", f"{self.be_group}/{name}", "freezer.state"))
+            if state is not None and state.strip() in ("FROZEN", "FREEZING"):
+                out.append(name)
+        return tuple(out)
+
     def _freezer_state(self, workload: str) -> str:
         """The workload's ``freezer.state`` file, creating its freezer group and moving its
         processes there when corral.enforce placed it only in cpu/cpuset/memory."""

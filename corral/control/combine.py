@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from corral.control.runtime import SignalSource
 from corral.control.signals import Observation
@@ -32,6 +33,24 @@ class CombinedSource:
     def __init__(self, workloads: Sequence[LcSignal]) -> None:
         self.workloads = tuple(workloads)
         self.last: dict[str, Observation] = {}
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each LC workload's SLO and what its source said last (for /status)."""
+        out: list[dict[str, Any]] = []
+        for w in self.workloads:
+            obs = self.last.get(w.name, Observation())
+            latency = obs.latency_ms
+            out.append(
+                {
+                    "name": w.name,
+                    "slo": {"percentile": w.slo.percentile, "target_ms": w.slo.target_ms},
+                    "latency_ms": latency,
+                    "slack": None if latency is None else round(w.slo.slack(latency), 4),
+                    "load_rps": obs.load_rps,
+                    "noisy": obs.noisy,
+                }
+            )
+        return out
 
     def read(self, now: float) -> Observation:
         """The binding workload's slack and load this period."""

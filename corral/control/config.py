@@ -12,6 +12,7 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
     memory: {enabled: false, pressure_us: 10000, pressure_window_s: 6, max_bytes: null}
     evict: {freeze_after_periods: 1, evict: false, evict_after_s: 300, thaw_interval_s: 15}
     sub_period_s: 2
+    cgroups: {be: null, lc: null}   # the agent's BE box by default; see ControlCgroups
     workloads:
       - name: memcached
         slo: {percentile: 99, target_ms: 1.0, window_s: 15}
@@ -46,7 +47,7 @@ from corral.control.controller import Controller, ControllerSettings
 from corral.control.evict import BeWorkload
 from corral.control.filesource import FileSource
 from corral.control.probe import ProbeKind, Prober, ProbeSettings
-from corral.control.runtime import Actuator, ColocationRuntime, MemorySignals
+from corral.control.runtime import ActionRecord, Actuator, ColocationRuntime, MemorySignals
 from corral.control.scrape import ScrapeSource
 from corral.control.slo import Slo
 from corral.errors import CorralError, InputError
@@ -56,11 +57,36 @@ LATENCY_KINDS = ("probe", "prometheus", "file")
 
 
 @dataclass(frozen=True, slots=True)
+class ControlCgroups:
+    """Which cgroups the controller acts on, relative to each hierarchy's root."""
+
+    be: str | None = None
+    """The BE box (its children are the BE workloads it may freeze). None: the node agent's
+    own BE box, ``<cgroup_parent>/be``, which holds every BE workload the agent created."""
+    lc: str | None = None
+    """A cgroup to confine LC to the CPUs BE does not get (only used when LC and BE must
+    not share cores: SMT hosts, or ``cores.lc_overlap: false``). None: LC is left alone."""
+
+    def __post_init__(self) -> None:
+        for name in ("be", "lc"):
+            value = getattr(self, name)
+            if value is not None and (
+                value.startswith("/") or any(p in {"", ".", ".."} for p in value.split("/"))
+            ):
+                raise InputError(
+                    f"cgroups.{name}",
+                    f"{value!r} is not a relative cgroup path",
+                    "write it relative to the hierarchy root, e.g. corral/be",
+                )
+
+
+@dataclass(frozen=True, slots=True)
 class ColocationConfig:
     """Parsed configuration: controller settings and one entry per LC workload."""
 
     settings: ControllerSettings
     workloads: tuple[Mapping[str, Any], ...]
+    cgroups: ControlCgroups = ControlCgroups()
 
     def signals(self) -> tuple[list[LcSignal], list[Prober]]:
         """Build the latency sources; probers are returned too (they must be started)."""
@@ -71,8 +97,21 @@ class ColocationConfig:
             name = _str(raw.get("name"), f"{where}.name")
             slo = build(Slo, raw.get("slo", {}), f"{where}.slo")
             peak = raw.get("peak_rps")
-            if peak is not None and (not isinstance(peak, int | float) or peak <= 0):
-                raise InputError(f"{where}.peak_rps", f"{peak!r} is not a positive number", "")
+            if peak is not None and (
+                isinstance(peak, bool) or not isinstance(peak, int | float) or peak <= 0
+            ):
+                raise InputError(
+                    f"{where}.peak_rps",
+                    f"{peak!r} is not a positive number",
+                    "give the highest requests/s at which the LC alone meets its SLO",
+                )
+            unknown = sorted(set(raw) - {"name", "slo", "peak_rps", "latency"})
+            if unknown:
+                raise InputError(
+                    f"{where}.{unknown[0]}",
+                    "unknown setting",
+                    "known: latency, name, peak_rps, slo",
+                )
             latency = raw.get("latency")
             if not isinstance(latency, Mapping):
                 raise InputError(
@@ -92,17 +131,22 @@ def runtime_from_config(
     actuator: Actuator,
     memory: MemorySignals | None = None,
     workloads: Callable[[], typing.Sequence[BeWorkload]] | None = None,
+    listener: Callable[[ActionRecord], None] | None = None,
 ) -> ColocationRuntime:
     """A runtime for the agent: the combined LC sources, the controller for ``cores`` (the
-    host's physical cores), probers started and stopped with the runtime."""
+    physical cores BE may be given), probers started and stopped with the runtime, every
+    action and mode change handed to ``listener``."""
     signals, probers = config.signals()
+    source = CombinedSource(signals)
     return ColocationRuntime(
         Controller(config.settings, cores),
-        source=CombinedSource(signals),
+        source=source,
         actuator=actuator,
         memory=memory,
         workloads=workloads,
         services=tuple(probers),
+        listener=listener,
+        describe=source.status,
     )
 
 
@@ -110,15 +154,20 @@ def parse_config(doc: Mapping[str, Any]) -> ColocationConfig:
     """`ColocationConfig` from a parsed YAML/JSON mapping (see the module docstring)."""
     if not isinstance(doc, Mapping):
         raise InputError("colocation", "must be a mapping", "see the documented shape")
-    rest = {k: v for k, v in doc.items() if k != "workloads"}
+    rest = {k: v for k, v in doc.items() if k not in ("workloads", "cgroups")}
     workloads = doc.get("workloads")
     if not isinstance(workloads, list) or not workloads:
-        raise InputError("workloads", "needs at least one LC workload", "add name, slo, latency")
+        raise InputError(
+            "workloads",
+            "needs at least one LC workload",
+            "add a list item with name, slo: {target_ms}, latency: {kind, ...}",
+        )
     for i, w in enumerate(workloads):
         if not isinstance(w, Mapping):
-            raise InputError(f"workloads[{i}]", "must be a mapping", "")
+            raise InputError(f"workloads[{i}]", "must be a mapping", "give name, slo, latency")
     settings = build(ControllerSettings, rest, "")
-    config = ColocationConfig(settings, tuple(workloads))
+    cgroups = build(ControlCgroups, doc.get("cgroups") or {}, "cgroups")
+    config = ColocationConfig(settings, tuple(workloads), cgroups)
     config.signals()  # validate the sources now, not when the agent starts them
     return config
 
@@ -141,7 +190,7 @@ def _source(raw: Mapping[str, Any], slo: Slo, where: str) -> tuple[Any, Prober |
         return prober, prober
     if kind == "prometheus":
         url = _str(options.pop("url", None), f"{where}.url")
-        timeout = float(options.pop("timeout_s", 1.0))
+        timeout = _coerce(float, options.pop("timeout_s", 1.0), f"{where}.timeout_s")
         options.setdefault("percentile", slo.percentile)
         metric = _str(options.pop("metric", None), f"{where}.metric")
         source = build(
@@ -176,7 +225,7 @@ def build(cls: type[_T], raw: Any, where: str, **fixed: Any) -> _T:
     configurable (callables). Errors name the dotted path of the offending field.
     """
     if not isinstance(raw, Mapping):
-        raise InputError(where or "colocation", "must be a mapping", "")
+        raise InputError(where or "colocation", "must be a mapping", "write key: value pairs")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = dict(fixed)
@@ -186,7 +235,14 @@ def build(cls: type[_T], raw: Any, where: str, **fixed: Any) -> _T:
             known = ", ".join(sorted(k for k in fields if k not in fixed))
             raise InputError(path, "unknown setting", f"known: {known}")
         kwargs[key] = _coerce(hints[key], value, path)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except InputError as err:
+        # A model's own check names its field without the path to it: add the path.
+        last = err.field.rpartition(".")[2]
+        if last in fields and not err.field.startswith(f"{where}."):
+            raise InputError(f"{where}.{last}" if where else last, err.problem, err.fix) from err
+        raise
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
@@ -201,26 +257,28 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         return build(hint, value, path)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise InputError(path, f"{value!r} is not a list", "")
+            raise InputError(path, f"{value!r} is not a list", "write it as [a, b]")
         return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if isinstance(hint, type) and issubclass(hint, Enum):
         try:
             return hint(value)
         except ValueError as err:
             raise InputError(
-                path, f"{value!r} is not one of {[e.value for e in hint]}", ""
+                path,
+                f"{value!r} is not one of {[e.value for e in hint]}",
+                f"use one of {', '.join(str(e.value) for e in hint)}",
             ) from err
     if hint is bool:
         if not isinstance(value, bool):
-            raise InputError(path, f"{value!r} is not true or false", "")
+            raise InputError(path, f"{value!r} is not true or false", "write true or false")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(path, f"{value!r} is not a number", "")
+            raise InputError(path, f"{value!r} is not a number", "write a number, e.g. 0.5")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(path, f"{value!r} is not an integer", "")
+            raise InputError(path, f"{value!r} is not an integer", "write a whole number")
         return value
     if hint is str:
         return _str(value, path)
@@ -233,5 +291,5 @@ def _str(value: Any, path: str) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # YAML reads cpu.shares "2" as a number
     if not isinstance(value, str) or not value:
-        raise InputError(path, f"{value!r} is not a non-empty string", "")
+        raise InputError(path, f"{value!r} is not a non-empty string", "write a name or path")
     return value

@@ -327,6 +327,15 @@ class Controller:
             )
         return None
 
+    def render(self, levels: Levels, reason: str) -> tuple[Action, ...]:
+        """Every CPU and cache knob of ``levels`` as actions (to write a whole BE state
+        again, e.g. after another writer touched the BE box)."""
+        return self._render(None, levels, reason)
+
+    def be_cpus(self, levels: Levels) -> CpuSet:
+        """The CPUs the BE box gets at ``levels``."""
+        return split(self.settings.cores, self.cores, levels.cores)[0]
+
     def _render(self, old: Levels | None, new: Levels, reason: str) -> tuple[Action, ...]:
         s = self.settings
         out: list[Action] = []

@@ -66,7 +66,9 @@ class ProbeSettings:
         if not 0 < self.rate_hz <= 1000:
             raise InputError("probe.rate_hz", f"{self.rate_hz} not in (0, 1000]", "e.g. 20")
         if self.timeout_s <= 0 or self.window_s <= 0:
-            raise InputError("probe.timeout_s", "timeout and window must be positive", "")
+            raise InputError(
+                "probe.timeout_s", "timeout and window must be positive", "e.g. 1 and 15"
+            )
         if self.kind is ProbeKind.HTTP and not self.path.startswith("/"):
             raise InputError("probe.path", f"{self.path!r} must start with /", "e.g. /healthz")
 

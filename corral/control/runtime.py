@@ -1,13 +1,19 @@
 """The control loop: read the signals, take the pure step, apply the actions.
 
-`ColocationRuntime` is the seam for the node agent: ``await start()`` / ``await stop()``
-run the loop as one asyncio task; `status` is a JSON-able dict for ``/status``;
-`snapshot` feeds `corral.control.metrics.ControlCollector`. `tick` is the loop's body,
-callable on its own (the benchmark drives it from its own schedule).
+`ColocationRuntime` is the seam for the node agent: `run` is the loop as a coroutine (the
+agent runs it as one of its root tasks), ``await start()`` / ``await stop()`` run it as a
+task of its own; `status` is a JSON-able dict for ``/status``; `snapshot` feeds
+`corral.control.metrics.ControlCollector`. `tick` is the loop's body, callable on its own
+(the benchmark drives it from its own schedule). `set_cores` re-bounds BE when the agent's
+placement changes the BE pool; `reapply` writes the whole BE state again after another
+writer (the agent's enforcement) touched the BE box.
 
-Every action is logged (``control.action``, with its reason) and kept in a short history;
-a refused write is logged (``control.action_failed``) and the next tick re-applies the
-whole BE state, so a transient refusal cannot leave the kernel and the controller apart.
+Every action is logged (``control.action``, with its reason), kept in a short history and
+handed to ``listener`` (the agent stores it as an event); so are mode changes. A refused
+write is logged (``control.action_failed``) and the next tick re-applies the whole BE
+state, so a transient refusal cannot leave the kernel and the controller apart. When the
+loop stops, every workload it froze is thawed: a restarted controller starts from a fresh
+state and would never thaw it.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from corral.control.actions import Action, describe
+from corral.control.actions import Action, Evict, Freeze, Thaw, describe
 from corral.control.controller import Controller, ControllerState
 from corral.control.evict import BeWorkload
 from corral.control.signals import Observation
 from corral.errors import CorralError
+from corral.topology.cpuset import CpuSet
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +79,38 @@ class MemorySignals(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ActionRecord:
-    """One applied (or refused) action."""
+    """One applied (or refused) action, or a mode change (``kind`` ``"mode"``).
+
+    ``workload`` names the BE workload a freeze, thaw or eviction acted on."""
 
     at: float
     kind: str
     what: str
     reason: str
     error: str | None = None
+    workload: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form shown in /status."""
+        return {
+            "at": self.at,
+            "kind": self.kind,
+            "what": self.what,
+            "reason": self.reason,
+            "error": self.error,
+            "workload": self.workload,
+        }
+
+
+class DryRunActuator:
+    """Writes nothing: keeps the last actions it was asked to apply (a dry-run agent)."""
+
+    def __init__(self, keep: int = 100) -> None:
+        self.applied: deque[Action] = deque(maxlen=keep)
+
+    def apply(self, action: Action) -> None:
+        """Record ``action``."""
+        self.applied.append(action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +143,8 @@ class ColocationRuntime:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         history: int = 100,
         services: Sequence[Service] = (),
+        listener: Callable[[ActionRecord], None] | None = None,
+        describe: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.controller = controller
         self.state: ControllerState = controller.initial()
@@ -122,6 +156,8 @@ class ColocationRuntime:
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
         self._services = tuple(services)
+        self._listener = listener
+        self._describe = describe
         self.history: deque[ActionRecord] = deque(maxlen=history)
         self.action_counts: Counter[str] = Counter()
         self.failures = 0
@@ -157,53 +193,126 @@ class ColocationRuntime:
                 "control.mode",
                 extra={"mode": str(state.top.mode), "reason": state.top.reason},
             )
+            if self._listener is not None:
+                mode = str(state.top.mode)
+                self._listener(ActionRecord(now, "mode", f"mode {mode}", state.top.reason))
+        failed = self._apply(actions, now)
+        # After a refusal, re-render every knob next tick (applied=False).
+        self.state = replace(state, applied=False) if failed else state
+        return actions
+
+    def _apply(self, actions: Sequence[Action], now: float, *, record: bool = True) -> bool:
+        """Apply ``actions`` in order; True when one was refused. Unrecorded actions (a
+        repeated write of an unchanged state) are only logged and reported when refused."""
         failed = False
         for action in actions:
             kind = type(action).__name__
             what = describe(action)
+            workload = action.workload if isinstance(action, Freeze | Thaw | Evict) else None
             try:
                 self._actuator.apply(action)
             except CorralError as err:
                 failed = True
                 self.failures += 1
-                self.history.append(ActionRecord(now, kind, what, action.reason, str(err)))
+                self._record(ActionRecord(now, kind, what, action.reason, str(err), workload))
                 logger.warning(
                     "control.action_failed",
                     extra={"action": what, "reason": action.reason, "error": str(err)},
                 )
                 continue
+            if not record:
+                logger.debug("control.reapplied", extra={"action": what})
+                continue
             self.action_counts[kind] += 1
-            self.history.append(ActionRecord(now, kind, what, action.reason))
+            self._record(ActionRecord(now, kind, what, action.reason, workload=workload))
             logger.info("control.action", extra={"action": what, "reason": action.reason})
-        # After a refusal, re-render every knob next tick (applied=False).
-        self.state = replace(state, applied=False) if failed else state
+        return failed
+
+    def _record(self, record: ActionRecord) -> None:
+        self.history.append(record)
+        if self._listener is not None:
+            self._listener(record)
+
+    @property
+    def be_cpus(self) -> CpuSet:
+        """The CPUs the BE box has now (as the controller last decided)."""
+        return self.controller.be_cpus(self.state.levels)
+
+    def set_cores(self, cores: Sequence[CpuSet]) -> bool:
+        """Bound BE to these physical cores from now on (the BE pool the agent's placement
+        left); the BE core count is clamped to the new ladder and a pending cores step is
+        dropped. Returns True when the cores changed. Writes nothing: call `reapply`."""
+        new = tuple(cores)
+        if new == self.controller.cores:
+            return False
+        self.controller = replace(self.controller, cores=new)
+        spec = self.controller.specs()["cores"]
+        state = self.state
+        pending = state.pending
+        if pending is not None and pending.knob == "cores":
+            pending = None
+        levels = state.levels.with_level("cores", spec.clamp(state.levels.cores))
+        self.state = replace(state, levels=levels, pending=pending)
+        return True
+
+    def reapply(self, reason: str, *, record: bool = False) -> tuple[Action, ...]:
+        """Write the current BE CPUs, weight, quota and cache state again.
+
+        With ``record`` the writes count as actions (the BE state changed, e.g. the pool
+        did); without, only refusals are reported. A refusal makes the next tick re-apply.
+        """
+        actions = self.controller.render(self.state.levels, reason)
+        if self._apply(actions, self._clock(), record=record):
+            self.state = replace(self.state, applied=False)
         return actions
 
+    def thaw(self, workloads: Sequence[str], reason: str) -> None:
+        """Thaw ``workloads`` (recorded as actions) and forget that they were frozen."""
+        if not workloads:
+            return
+        self._apply([Thaw(wid, reason) for wid in workloads], self._clock())
+        gone = set(workloads)
+        frozen = tuple((w, t) for w, t in self.state.evict.frozen if w not in gone)
+        self.state = replace(self.state, evict=replace(self.state.evict, frozen=frozen))
+
+    def thaw_all(self, reason: str) -> None:
+        """Thaw every workload the controller froze and forget them."""
+        self.thaw([wid for wid, _ in self.state.evict.frozen], reason)
+
     async def start(self) -> None:
-        """Start the services (probers), then the loop as one asyncio task (idempotent)."""
+        """Run `run` as an asyncio task of its own (idempotent)."""
         if self._task is None:
-            for service in self._services:
-                await service.start()
-            self._task = asyncio.create_task(self._run(), name="corral-colocation")
+            self._task = asyncio.create_task(self.run(), name="corral-colocation")
+            await asyncio.sleep(0)  # let it start its services
 
     async def stop(self) -> None:
-        """Stop the loop and the services; BE is left as the last action set it."""
+        """Stop the task started by `start` (see `run` for what stopping does)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-            for service in self._services:
-                await service.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                self.tick()
-            except (CorralError, OSError) as err:
-                # A signal source that fails this period: hold, try again next period.
-                logger.warning("control.tick_failed", extra={"error": str(err)})
-            await self._sleep(self.period_s)
+    async def run(self) -> None:
+        """Start the services (probers), tick every `period_s` until cancelled, then thaw
+        what the controller froze and stop the services. BE cores, weight and quota are
+        left as the last action set them."""
+        started: list[Service] = []
+        try:
+            for service in self._services:
+                await service.start()
+                started.append(service)
+            while True:
+                try:
+                    self.tick()
+                except (CorralError, OSError) as err:
+                    # A signal source that fails this period: hold, try again next period.
+                    logger.warning("control.tick_failed", extra={"error": str(err)})
+                await self._sleep(self.period_s)
+        finally:
+            self.thaw_all("the controller is stopping")
+            for service in reversed(started):
+                await service.stop()
 
     def status(self) -> dict[str, Any]:
         """The controller's state, the last observation and recent actions (for /status)."""
@@ -215,12 +324,13 @@ class ColocationRuntime:
             "noisy": obs.noisy,
             "be_memory_bytes": obs.be_memory_bytes,
         }
+        if self._describe is not None:
+            # Each LC workload has its own SLO; the controller's default SLO means nothing.
+            doc.pop("slo", None)
+            doc["lc"] = self._describe()
         doc["actions"] = dict(self.action_counts)
         doc["failures"] = self.failures
-        doc["recent"] = [
-            {"at": r.at, "kind": r.kind, "what": r.what, "reason": r.reason, "error": r.error}
-            for r in list(self.history)[-10:]
-        ]
+        doc["recent"] = [r.to_json() for r in list(self.history)[-10:]]
         return doc
 
     def snapshot(self) -> Snapshot:

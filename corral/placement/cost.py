@@ -311,11 +311,14 @@ def explain(
 
     homes = l3_homes(topology)
     hot = 0.0
+    references: dict[tuple[str, int], float] = {}
     for l3, (attr, unit) in homes.items():
-        home = topology.cpus_in_numa(unit) if attr == "numa" else topology.cpus_in_socket(unit)
+        if (attr, unit) not in references:
+            home = topology.cpus_in_numa(unit) if attr == "numa" else topology.cpus_in_socket(unit)
+            references[attr, unit] = sum(thread_busy(c) for c in home) / len(home)
         cpus = topology.cpus_in_l3(l3)
         fraction = sum(thread_busy(c) for c in cpus) / len(cpus)
-        reference = sum(thread_busy(c) for c in home) / len(home)
+        reference = references[attr, unit]
         hot += len(cpus) * max(0.0, fraction - reference - weights.imbalance_tolerance)
     imbalance_raw = hot / len(online)
 

@@ -120,6 +120,11 @@ class _Accumulator:
         # Cached on the topology: counting a unit's free CPUs costs its size, not the host's.
         self._unit_of = topo.unit_of
         self._members = topo.members_of
+        # Free-CPU counts per unit, kept up to date by `take` instead of recounted per sort.
+        self._counts: dict[str, Counter[int]] = {
+            attr: Counter(self._unit_of[attr][c] for c in self.available)
+            for attr in ("numa", "socket", "core")
+        }
 
     # --- counting available CPUs ----------------------------------------------------
     def _avail_where(self, attr: str, value: int) -> list[int]:
@@ -135,8 +140,7 @@ class _Accumulator:
         return self._avail_where("core", core)
 
     def _present(self, attr: str) -> set[int]:
-        unit_of = self._unit_of[attr]
-        return {unit_of[c] for c in self.available}
+        return {unit for unit, free in self._counts[attr].items() if free > 0}
 
     def _sorted(
         self,
@@ -180,7 +184,7 @@ class _Accumulator:
         return result
 
     def _counter(self, attr: str) -> Callable[[int], int]:
-        counts = Counter(self._unit_of[attr][c] for c in self.available)
+        counts = self._counts[attr]
         return lambda unit: counts.get(unit, 0)
 
     def sorted_cpus(self) -> list[int]:
@@ -203,6 +207,9 @@ class _Accumulator:
 
     def take(self, cpus: Iterable[int]) -> None:
         taken = set(cpus)
+        for cpu in taken & self.available:
+            for attr, counts in self._counts.items():
+                counts[self._unit_of[attr][cpu]] -= 1
         self.result |= taken
         self.available -= taken
         self.needed -= len(taken)
@@ -211,7 +218,7 @@ class _Accumulator:
         for numa in [
             n
             for n in self.sorted_numa()
-            if len(self.avail_numa(n)) == len(self.topology.cpus_in_numa(n))
+            if self._counts["numa"][n] == len(self.topology.cpus_in_numa(n))
         ]:
             cpus = self.topology.cpus_in_numa(numa)
             if self.needed >= len(cpus):
@@ -219,7 +226,7 @@ class _Accumulator:
 
     def take_full_sockets(self) -> None:
         for socket in [
-            s for s in self.sorted_sockets() if len(self.avail_socket(s)) == self.cpus_per_socket
+            s for s in self.sorted_sockets() if self._counts["socket"][s] == self.cpus_per_socket
         ]:
             cpus = self.topology.cpus_in_socket(socket)
             if self.needed >= len(cpus):
@@ -227,7 +234,7 @@ class _Accumulator:
 
     def take_full_cores(self) -> None:
         for core in [
-            c for c in self.sorted_cores() if len(self.avail_core(c)) == self.cpus_per_core
+            c for c in self.sorted_cores() if self._counts["core"][c] == self.cpus_per_core
         ]:
             cpus = self.topology.core(core).cpus
             if self.needed >= len(cpus):

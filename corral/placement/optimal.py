@@ -12,9 +12,19 @@ is a bound on that cost (checked against brute force in the tests).
 
 Two reductions keep big hosts within a budget of tens of ms, both exact on small hosts:
 with several L3 domains per NUMA node on more than 32 cores (AMD CCXs), groups are per
-NUMA node and the extraction spreads counts over L3 domains (the bound then leaves L3 hot
-spots out); and when workloads x groups exceeds 2000, a workload may take only free cores
-and its own previous ones (no swaps between placed workloads).
+NUMA node and the extraction spreads counts over L3 domains, then swaps cores of one group
+between the node's L3 domains while that lowers the hot-L3 excess (the bound leaves L3
+hot spots out, so it is proven only when the extraction removes them, which it usually
+does); and when workloads x groups exceeds 2000, a workload may take only free cores and
+its own previous ones (no swaps between placed workloads).
+
+Tight relaxation. Two valid cuts make the LP relaxation's bound equal the optimum on most
+instances (measured on the benchmark mixes): the largest free NUMA block is at most the
+free CPUs left in total (without it the big-M choice of the free node lets the LP claim
+an empty node for free), and on hosts where every group pairs threads, an odd number of
+odd requests leaves a single thread unpaired (the LP pairs half threads instead). So
+`solve_highs` solves the LP first and stops there when its solution is integral or it
+bounds the warm start within the gap; only then does branch and bound run.
 
 Solver: HiGHS through highspy, warm-started with the greedy placement so that a budget-
 limited solve starts from what greedy knows. scipy.optimize.milp drives the same HiGHS
@@ -95,6 +105,8 @@ class MipSolution:
     bound: float | None
     status: str
     proven: bool
+    from_start: bool = False
+    """``values`` is the warm start, returned unchanged."""
 
 
 class Solver(Protocol):
@@ -117,13 +129,25 @@ def solve_highs(
     gap: float,
     warm_start: NDArray[np.float64] | None = None,
 ) -> MipSolution:
-    """Solve with HiGHS (highspy), starting from ``warm_start`` when given."""
+    """Solve with HiGHS (highspy), starting from ``warm_start`` when given.
+
+    The LP relaxation is solved first (a few ms): when its solution is integral it is the
+    optimum, and when it bounds ``warm_start`` within ``gap`` the start is proven good
+    enough; either way the branch and bound, whose set-up alone costs several times the
+    LP, is skipped. Otherwise the MIP runs in the time left, its bound no weaker than the
+    LP's.
+    """
+    started = time.perf_counter()
     try:
         h = highspy.Highs()  # type: ignore[no-untyped-call]
         h.setOptionValue("output_flag", False)
         h.setOptionValue("time_limit", max(time_limit_s, 1e-3))
         h.setOptionValue("mip_rel_gap", gap)
         h.setOptionValue("random_seed", 0)
+        # The LP relaxation is small: presolve would double its time (measured on 256
+        # threads). Branch and bound below gets presolve back: it needs it on the many
+        # small groups that previous placements make.
+        h.setOptionValue("presolve", "off")
         lp = highspy.HighsLp()
         n_cols = len(model.cost)
         lp.num_col_ = n_cols
@@ -138,12 +162,40 @@ def solve_highs(
         lp.a_matrix_.start_ = model.matrix.indptr
         lp.a_matrix_.index_ = model.matrix.indices
         lp.a_matrix_.value_ = model.matrix.data
-        lp.integrality_ = [
-            highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous
-            for flag in model.integer
-        ]
         if h.passModel(lp) != highspy.HighsStatus.kOk:
             raise SolverError("HiGHS refused the model")
+        h.run()
+        lp_status = h.getModelStatus()
+        if lp_status == highspy.HighsModelStatus.kInfeasible:
+            return MipSolution(None, None, None, h.modelStatusToString(lp_status), False)
+        lp_bound: float | None = None
+        if lp_status == highspy.HighsModelStatus.kOptimal:
+            lp_bound = float(h.getInfo().objective_function_value)
+            x = np.array(h.getSolution().col_value, dtype=np.float64)
+            if _integral(model, x):
+                x[model.integer] = np.round(x[model.integer])
+                objective = float(model.cost @ x) + model.offset
+                return MipSolution(x, objective, lp_bound, "Optimal (LP relaxation)", True)
+            if warm_start is not None and _feasible(model, warm_start):
+                objective = float(model.cost @ warm_start) + model.offset
+                if objective - lp_bound <= gap * max(abs(objective), 1e-9) + 1e-9:
+                    return MipSolution(
+                        warm_start,
+                        objective,
+                        lp_bound,
+                        "Optimal (start within LP bound)",
+                        True,
+                        from_start=True,
+                    )
+        left = time_limit_s - (time.perf_counter() - started)
+        h.setOptionValue("time_limit", max(left, 1e-3))
+        h.setOptionValue("presolve", "choose")
+        integer = np.flatnonzero(model.integer).astype(np.int32)
+        h.changeColsIntegrality(
+            len(integer),
+            integer,
+            np.full(len(integer), highspy.HighsVarType.kInteger.value, dtype=np.uint8),
+        )
         if warm_start is not None:
             start = highspy.HighsSolution()
             start.col_value = list(warm_start)
@@ -155,6 +207,7 @@ def solve_highs(
         found = info.primal_solution_status == 2  # kSolutionStatusFeasible
         values = np.array(h.getSolution().col_value, dtype=np.float64) if found else None
         bound = float(info.mip_dual_bound)
+        bound = max(bound, lp_bound) if lp_bound is not None else bound
         return MipSolution(
             values=values,
             objective=float(info.objective_function_value) if found else None,
@@ -164,6 +217,24 @@ def solve_highs(
         )
     except (RuntimeError, ValueError, TypeError) as err:
         raise SolverError(f"HiGHS failed: {err}") from err
+
+
+def _integral(model: MipModel, x: NDArray[np.float64], tol: float = 1e-6) -> bool:
+    """Whether the integer columns of ``x`` are integers (within ``tol``)."""
+    values = x[model.integer]
+    return bool(np.all(np.abs(values - np.round(values)) <= tol))
+
+
+def _feasible(model: MipModel, x: NDArray[np.float64], tol: float = 1e-6) -> bool:
+    """Whether ``x`` satisfies the bounds, rows and integrality of ``model``."""
+    if len(x) != len(model.cost):
+        return False
+    if np.any(x < model.lower - tol) or np.any(x > model.upper + tol):
+        return False
+    activity = model.matrix @ x
+    if np.any(activity < model.row_lower - tol) or np.any(activity > model.row_upper + tol):
+        return False
+    return _integral(model, x, tol)
 
 
 def solve_scipy(
@@ -377,14 +448,26 @@ def place_optimal(
         aggregate_l3=aggregate,
         reserved=immovable_cpus(workloads) & online_cpus,
     )
-    greedy_exclusive = {
+    # The solver starts from greedy, or from greedy with the workloads that previous
+    # decisions left spread over NUMA nodes placed afresh when that costs less: after a
+    # run of adds and removes the LP relaxation prices spreading at nothing, so within a
+    # budget of tens of ms the solver rarely finds that move itself.
+    start, start_cost = greedy, greedy_cost
+    repaired = _repair_spread(
+        topology, host, workloads, previous, online_cpus, strategy=strategy, full_cores=full_cores
+    )
+    if repaired is not None and len(repaired.refusals) <= len(greedy.refusals):
+        repaired_cost = cost_of(repaired)
+        if repaired_cost.total < greedy_cost.total - 1e-9:
+            start, start_cost = repaired, repaired_cost
+    start_exclusive = {
         wid: a.cpuset
-        for wid, a in greedy.assignments.items()
+        for wid, a in start.assignments.items()
         if by_id[wid].policy is Policy.EXCLUSIVE
     }
     warm = (
-        formulation.encode(greedy_exclusive)
-        if set(greedy_exclusive) == {w.id for w in chosen}
+        formulation.encode(start_exclusive)
+        if set(start_exclusive) == {w.id for w in chosen}
         else None
     )
     budget_s = budget_ms / 1000
@@ -407,6 +490,27 @@ def place_optimal(
             f"the solver found no placement ({solution.status})",
             solution.status,
             mip_ms=(clock() - solve_started) * 1000,
+        )
+    if solution.from_start and not formulation.aggregate_l3 and solution.bound is not None:
+        # The solver kept the start, which the exact model prices as explain() does:
+        # nothing to decode, the start is the answer and the bound proves it.
+        kept_bound = max(0.0, solution.bound)
+        slack = start_cost.total - kept_bound
+        kept_gap = 0.0 if slack <= 1e-7 else slack / max(abs(start_cost.total), 1e-6)
+        return OptimalResult(
+            placement=start,
+            cost=start_cost,
+            greedy_cost=greedy_cost,
+            source="greedy" if start is greedy else "mip",
+            optimal=kept_gap <= gap + 1e-9,
+            bound=kept_bound,
+            gap=kept_gap,
+            fell_back=False,
+            fallback_reason="",
+            solver_status=solution.status,
+            solve_ms=(clock() - started) * 1000,
+            mip_ms=(clock() - solve_started) * 1000,
+            stats=formulation.stats(),
         )
     try:
         cpusets = formulation.decode(solution.values)
@@ -468,6 +572,36 @@ def place_optimal(
         solve_ms=(clock() - started) * 1000,
         mip_ms=mip_ms,
         stats=formulation.stats(),
+    )
+
+
+def _repair_spread(
+    topology: Topology,
+    host: Topology,
+    workloads: Sequence[Workload],
+    previous: Mapping[str, CpuSet],
+    online: CpuSet,
+    *,
+    strategy: Strategy,
+    full_cores: bool,
+) -> Placement | None:
+    """`place_greedy_keeping` with the exclusive workloads whose previous CPUs span more
+    NUMA nodes than their request needs placed afresh (None when there are none)."""
+    if not previous or len(host.numa_nodes) < 2:
+        return None
+    sizes = [len(host.cpus_in_numa(n)) for n in host.numa_nodes]
+    spread = {
+        w.id
+        for w in workloads
+        if w.policy is Policy.EXCLUSIVE
+        and w.id in previous
+        and len(host.numa_nodes_of(previous[w.id])) > units_needed(sizes, w.whole_cpus)
+    }
+    if not spread:
+        return None
+    kept = {wid: cpus for wid, cpus in previous.items() if wid not in spread}
+    return place_greedy_keeping(
+        topology, workloads, kept, online=online, strategy=strategy, full_cores=full_cores
     )
 
 
@@ -565,6 +699,7 @@ class _Formulation:
         self.full_cores = full_cores
         self.u_pool = u_pool
         self.busy = {w.id: busyness(w) for w in chosen}
+        self.want = {w.id: w.whole_cpus for w in chosen}
         ids = {w.id for w in chosen}
         prev_owner = {cpu: wid for wid, cpus in previous.items() if wid in ids for cpu in cpus}
         self.prev_owner = prev_owner
@@ -588,6 +723,7 @@ class _Formulation:
         # only free cores and its own previous ones (no swaps of CPUs between placed
         # workloads, which the churn term rarely pays for anyway).
         self.restricted = len(self.chosen) * len(self.groups) > _RESTRICT_ABOVE
+        self.weights = weights
         self._build(weights)
 
     # --- model ------------------------------------------------------------------------
@@ -599,19 +735,18 @@ class _Formulation:
         return len(self._cost) - 1
 
     def _row(self, coefs: Mapping[int, float], lower: float, upper: float) -> None:
-        row = len(self._row_lower)
-        for col, value in coefs.items():
-            if value:
-                self._entries.append((row, col, value))
+        self._row_of.extend([len(self._row_lower)] * len(coefs))
+        self._col_of.extend(coefs.keys())
+        self._value_of.extend(coefs.values())
         self._row_lower.append(lower)
         self._row_upper.append(upper)
 
-    def _allowed_k(self, group: _Group, w: Workload) -> list[int]:
+    def _allowed_k(self, group: _Group, want: int) -> list[int]:
         if self.full_cores:
             ks = [group.threads] if group.avail == group.threads else []
         else:
             ks = list(range(1, group.avail + 1))
-        return [k for k in ks if k <= w.whole_cpus]
+        return [k for k in ks if k <= want]
 
     def _pairing(self, group: _Group) -> bool:
         return not self.full_cores and group.threads == 2 and group.avail == 2
@@ -621,7 +756,9 @@ class _Formulation:
         self._lower: list[float] = []
         self._upper: list[float] = []
         self._integer: list[bool] = []
-        self._entries: list[tuple[int, int, float]] = []
+        self._row_of: list[int] = []  # the matrix in triplets (zeros dropped at the end)
+        self._col_of: list[int] = []
+        self._value_of: list[float] = []
         self._row_lower: list[float] = []
         self._row_upper: list[float] = []
         topo = self.topology
@@ -643,23 +780,34 @@ class _Formulation:
         by_w: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
         by_g: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
         self.by_g = by_g
+        # The bulk of the columns: appended inline (this loop dominates the build).
+        costs, lowers, uppers, integers = self._cost, self._lower, self._upper, self._integer
         for gi, g in enumerate(self.groups):
             others = {owner for owner in g.pattern if owner}
+            n_cores = len(g.cores)
+            ks = self._allowed_k(g, g.threads)
             for w in self.chosen:
                 if self.restricted and others and w.id not in others:
                     continue
                 u = self.busy[w.id]
-                for k in self._allowed_k(g, w):
+                want = self.want[w.id]
+                w_cols = by_w[w.id]
+                for k in ks:
+                    if k > want:
+                        break
                     cost = 0.0
                     if k < g.threads:
                         mean = (k * u + (g.threads - k) * u_p) / g.threads
                         cost += c_shared * (floor + (1 - floor) * mean)
                     if k >= 2:
                         cost += c_sib * u
-                    upper = min(len(g.cores), w.whole_cpus // k)
-                    col = self._col(cost, 0, upper, True)
+                    col = len(costs)
+                    costs.append(cost)
+                    lowers.append(0.0)
+                    uppers.append(float(min(n_cores, want // k)))
+                    integers.append(True)
                     self.n[w.id, gi, k] = col
-                    by_w[w.id].append((gi, k, col))
+                    w_cols.append((gi, k, col))
                     by_g[gi].append((w.id, k, col))
             if self._pairing(g):
                 # A pair turns two cores shared with the pool into one shared core.
@@ -696,6 +844,14 @@ class _Formulation:
                             row[m] = 1.0
                             self._row(row, -inf, 0.0)
             self._row(capacity, -inf, float(len(g.cores)))
+        # Parity cut. When every group pairs (two-thread cores, both available), each
+        # workload takes single threads in a number of the parity of its request, so an
+        # odd number of odd requests leaves at least one single thread unpaired; the LP
+        # relaxation pairs half threads instead (a fraction of a pair per group).
+        odd_requests = sum(w.whole_cpus % 2 for w in self.chosen)
+        if self.m and odd_requests % 2 and all(gi in self.m for gi in by_g):
+            singles = {col: -1.0 for gi in by_g for _, k, col in by_g[gi] if k == 1}
+            self._row({**singles, **{m: 2.0 for m in self.m.values()}}, -inf, -1.0)
         # Spread over NUMA nodes and sockets.
         for unit_attr, units, c_unit in (
             ("numa", topo.numa_nodes, c_numa),
@@ -711,22 +867,36 @@ class _Formulation:
                 )
                 for u in units
             ]
+            unit_of_group = [getattr(g, unit_attr) for g in self.groups]
+            needs: dict[int, int] = {}
             for w in self.chosen:
-                need = units_needed(sizes, w.whole_cpus)
+                want = self.want[w.id]
+                if want not in needs:
+                    needs[want] = units_needed(sizes, want)
+                need = needs[want]
                 offset -= c_unit * need
                 ys: dict[int, float] = {}
+                per_unit: dict[int, dict[int, float]] = defaultdict(dict)
+                for gi, k, col in by_w[w.id]:
+                    per_unit[unit_of_group[gi]][col] = float(k)
                 for index, unit in enumerate(units):
-                    coefs = {
-                        col: float(k)
-                        for gi, k, col in by_w[w.id]
-                        if getattr(self.groups[gi], unit_attr) == unit
-                    }
-                    if not coefs:
+                    if unit not in per_unit:
                         continue
-                    y = self._col(c_unit, 0, 1, True)
+                    coefs = per_unit[unit]
+                    # y >= the unit's share of the request: one row, appended inline.
+                    y = len(costs)
+                    costs.append(c_unit)
+                    lowers.append(0.0)
+                    uppers.append(1.0)
+                    integers.append(True)
                     self.indicators[y] = list(coefs)
-                    coefs[y] = -float(min(w.whole_cpus, sizes[index]))
-                    self._row(coefs, -inf, 0.0)
+                    self._row_of.extend([len(self._row_lower)] * (len(coefs) + 1))
+                    self._col_of.extend(coefs)
+                    self._col_of.append(y)
+                    self._value_of.extend(coefs.values())
+                    self._value_of.append(-float(min(want, sizes[index])))
+                    self._row_lower.append(-inf)
+                    self._row_upper.append(0.0)
                     ys[y] = 1.0
                 if need > 1 or len(ys) > 1:
                     self._row(ys, float(need), inf)  # a valid cut: at least `need` units
@@ -783,7 +953,9 @@ class _Formulation:
             node_free = {n: len(topo.cpus_in_numa(n) - self.reserved) for n in topo.numa_nodes}
             big_m = float(max(node_free.values()))
             offset += weights.fragmentation
-            t = self._col(-weights.fragmentation / largest, 0, big_m, False)
+            # Valid bound: the free CPUs of one node are at most all the free CPUs left.
+            left = sum(node_free.values()) - sum(w.whole_cpus for w in self.chosen)
+            t = self._col(-weights.fragmentation / largest, 0, max(0.0, min(big_m, left)), False)
             picks: dict[int, int] = {}
             for node in topo.numa_nodes:
                 r = self._col(0.0, 0, 1, True)
@@ -800,11 +972,17 @@ class _Formulation:
             self.fragmentation = (t, picks)
 
         n_cols = len(self._cost)
-        rows_idx = [r for r, _, _ in self._entries]
-        cols_idx = [c for _, c, _ in self._entries]
-        vals = [v for _, _, v in self._entries]
+        vals = np.array(self._value_of, dtype=np.float64)
+        keep = vals != 0
         matrix = sparse.csc_matrix(
-            (vals, (rows_idx, cols_idx)), shape=(len(self._row_lower), n_cols)
+            (
+                vals[keep],
+                (
+                    np.array(self._row_of, dtype=np.int64)[keep],
+                    np.array(self._col_of, dtype=np.int64)[keep],
+                ),
+            ),
+            shape=(len(self._row_lower), n_cols),
         )
         matrix.sort_indices()
         self.model = MipModel(
@@ -834,7 +1012,7 @@ class _Formulation:
     def encode(self, cpusets: Mapping[str, CpuSet]) -> NDArray[np.float64] | None:
         """The column values of a placement of the chosen workloads (None if the
         placement uses a shape the model does not allow)."""
-        x = np.zeros(len(self.model.cost), dtype=np.float64)
+        x = [0.0] * len(self.model.cost)  # a list: numpy scalar indexing is slow here
         owner = {cpu: wid for wid, cpus in cpusets.items() for cpu in cpus}
         for gi, g in enumerate(self.groups):
             for threads in g.cores:
@@ -861,15 +1039,15 @@ class _Formulation:
         if self.fragmentation is not None:
             t, picks = self.fragmentation
             topo = self.topology
+            held = CpuSet(owner)
             free = {
-                n: len(topo.cpus_in_numa(n) - self.reserved)
-                - len(topo.cpus_in_numa(n) & CpuSet(owner))
+                n: len(topo.cpus_in_numa(n) - self.reserved) - len(topo.cpus_in_numa(n) & held)
                 for n in picks
             }
             best = max(free, key=lambda n: (free[n], -n))
             x[picks[best]] = 1.0
             x[t] = float(free[best])
-        return x
+        return np.array(x, dtype=np.float64)
 
     def _arrange(
         self, group: _Group, take: list[list[str]], l3_busy: Mapping[int, float]
@@ -933,20 +1111,105 @@ class _Formulation:
                 got[wid].append(cpu)
         return got
 
+    def _balance(self, arranged: list[tuple[int, tuple[int, ...], list[str]]]) -> None:
+        """Lower the hot-L3 excess (the cost model's imbalance term) of an arrangement by
+        swapping the owners of two cores of one group (same previous owners, so churn is
+        unchanged) in different L3 domains of one home, best swap first, until no swap
+        helps. Only L3 domains move load: every other term is the same for any core of a
+        group."""
+        topo = self.topology
+        homes = l3_homes(topo)
+        if not homes:
+            return
+        u_p = self.u_pool
+        tol = self.weights.imbalance_tolerance
+        size = {d: len(topo.cpus_in_l3(d)) for d in homes}
+        l3 = [self._l3_of[threads[0]] for _, threads, _ in arranged]
+        delta = [sum(self.busy[w] - u_p for w in owners) for _, _, owners in arranged]
+        load = {d: u_p * size[d] for d in homes}
+        for index, d in enumerate(l3):
+            if d in load:
+                load[d] += delta[index]
+        home_cpus: dict[tuple[str, int], int] = {}
+        home_load: dict[tuple[str, int], float] = defaultdict(float)
+        for home in homes.values():
+            attr, unit = home
+            cpus = topo.cpus_in_numa(unit) if attr == "numa" else topo.cpus_in_socket(unit)
+            home_cpus[home] = len(cpus)
+        for d, home in homes.items():
+            home_load[home] += load[d]
+        # Reserved or offline threads of a home are pool threads too.
+        for home, n_cpus in home_cpus.items():
+            in_l3s = sum(size[d] for d, h in homes.items() if h == home)
+            home_load[home] += u_p * (n_cpus - in_l3s)
+        cap = {d: size[d] * (home_load[h] / home_cpus[h] + tol) for d, h in homes.items()}
+        in_l3: dict[int, list[int]] = defaultdict(list)
+        by_group_home: dict[tuple[int, tuple[str, int]], list[int]] = defaultdict(list)
+        for index, (gi, _, _) in enumerate(arranged):
+            d = l3[index]
+            if d in homes:
+                in_l3[d].append(index)
+                by_group_home[gi, homes[d]].append(index)
+
+        def best_swap(d: int) -> tuple[int, int]:
+            """The swap of a core of ``d`` that lowers the excess most, or (-1, -1)."""
+            load_d, cap_d = load[d], cap[d]
+            before_d = max(0.0, load_d - cap_d)
+            best_gain, best_pair = 1e-9, (-1, -1)
+            for a in in_l3[d]:
+                delta_a = delta[a]
+                for b in by_group_home[arranged[a][0], homes[d]]:
+                    diff = delta_a - delta[b]
+                    e = l3[b]
+                    if diff <= 1e-12 or e == d:
+                        continue
+                    load_e, cap_e = load[e], cap[e]
+                    gain = (
+                        before_d
+                        + max(0.0, load_e - cap_e)
+                        - max(0.0, load_d - diff - cap_d)
+                        - max(0.0, load_e + diff - cap_e)
+                    )
+                    if gain > best_gain:
+                        best_gain, best_pair = gain, (a, b)
+            return best_pair
+
+        for _ in range(4 * len(arranged)):
+            # The hottest domain first; the next only when it cannot be cooled.
+            hot = sorted(
+                (d for d in homes if load[d] - cap[d] > 1e-12),
+                key=lambda d: (cap[d] - load[d], d),
+            )
+            a, b = -1, -1
+            for d in hot:
+                a, b = best_swap(d)
+                if a >= 0:
+                    break
+            if a < 0:
+                return
+            diff = delta[a] - delta[b]
+            load[l3[a]] -= diff
+            load[l3[b]] += diff
+            delta[a], delta[b] = delta[b], delta[a]
+            (ga, ta, oa), (gb, tb, ob) = arranged[a], arranged[b]
+            arranged[a], arranged[b] = (ga, ta, ob), (gb, tb, oa)
+
     def decode(self, values: NDArray[np.float64]) -> dict[str, CpuSet]:
         """Turn solver values into cpusets: counts become cores, preferring each
         workload's previous threads. Raises `SolverError` if the counts do not fit."""
         result: dict[str, list[int]] = defaultdict(list)
+        arranged: list[tuple[int, tuple[int, ...], list[str]]] = []  # group, core, owners
+        rounded: list[int] = np.rint(values).astype(np.int64).tolist()
         l3_busy = {
             d: self.u_pool * len(self.topology.cpus_in_l3(d)) for d in self.topology.l3_domains
         }
         for gi, g in enumerate(self.groups):
             counts: dict[int, list[tuple[str, int]]] = defaultdict(list)
             for wid, k, col in self.by_g[gi]:
-                count = round(values[col])
+                count = rounded[col]
                 if count:
                     counts[k].append((wid, count))
-            pairs = round(values[self.m[gi]]) if gi in self.m else 0
+            pairs = rounded[self.m[gi]] if gi in self.m else 0
             cores = list(g.cores)
             take: list[list[str]] = []  # per used core: the owners of its taken threads
             for k in sorted(counts, reverse=True):
@@ -959,11 +1222,19 @@ class _Formulation:
                 take.extend(_pair_up(halves, pairs))
             if len(take) > len(cores):
                 raise SolverError(f"group of {len(cores)} cores asked for {len(take)}")
+            used: set[tuple[int, ...]] = set()
             for threads, owners in self._arrange(g, take, l3_busy):
-                for wid, cpus in self._threads_for(threads, owners).items():
-                    result[wid].extend(cpus)
-                    for cpu in cpus:
-                        l3_busy[self._l3_of[cpu]] += self.busy[wid] - self.u_pool
+                arranged.append((gi, threads, owners))
+                used.add(threads)
+                l3_busy[self._l3_of[threads[0]]] += sum(
+                    self.busy[wid] - self.u_pool for wid in owners
+                )
+            arranged.extend((gi, threads, []) for threads in g.cores if threads not in used)
+        if self.aggregate_l3 and self.weights.imbalance > 0:
+            self._balance(arranged)
+        for _, threads, owners in arranged:
+            for wid, cpus in self._threads_for(threads, owners).items():
+                result[wid].extend(cpus)
         cpusets = {wid: CpuSet(cpus) for wid, cpus in result.items()}
         for w in self.chosen:
             got = len(cpusets.get(w.id, CpuSet()))

@@ -1,7 +1,8 @@
 """The usage model: LightGBM quantile regression of a workload's near-future CPU, in cores.
 
 It predicts the chosen quantile (default 0.95) of usage over the next horizon (default
-600 s) as a share of capacity, then multiplies by capacity, so the result is in cores and
+600 s) as a share of capacity (the trees learn it as a residual over the last 30 minutes'
+peak, `TrainSettings.base_feature`), then multiplies by capacity, so the result is in cores and
 never above capacity. A calibration fitted on the last slice of the *training* period (never
 the test period) snaps near-saturated predictions to capacity and scales the rest so that
 coverage on that slice is close to the quantile.
@@ -31,7 +32,7 @@ from corral.predict.series import FloatArray, Trace
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "corral-usage-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,12 @@ class TrainSettings:
     """Anchors (and live workloads) need this much history; with less, use the request."""
     seed: int = 0
     threads: int = 2
-    weight_power: float = 0.0
+    base_feature: str = "max_1800s"
+    """The trees learn the target minus this feature (share of capacity), not the target:
+    trees approximate a near-identity badly with steps, a residual well. Chosen on a
+    validation split inside the training period (days 17-22 of the Bitbrains month, after
+    training on days 0-17): max of the last 30 min beat none, the last value, the hour's
+    max or P95 and the 3-hour max. Empty: no base."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.quantile < 1.0:
@@ -133,18 +139,36 @@ class UsageModel:
     booster: lgb.Booster
     calibration: Calibration
     min_history_s: float = 3600.0
+    base_feature: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+
+    def raw_share(self, features: FloatArray) -> FloatArray:
+        """Uncalibrated share of capacity for each feature row."""
+        return _raw_share(self.booster, self.spec, self.base_feature, features)
 
     def predict_share(self, features: FloatArray) -> FloatArray:
         """Calibrated share of capacity for each feature row."""
         if features.shape[0] == 0:
             return np.empty(0)
-        raw = np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
-        return self.calibration.apply(raw)
+        return self.calibration.apply(self.raw_share(features))
 
     def predict(self, features: FloatArray, capacity_cores: FloatArray) -> FloatArray:
         """Predicted quantile of usage over the horizon, in cores, within ``[0, capacity]``."""
         return self.predict_share(features) * capacity_cores
+
+
+def _base(spec: FeatureSpec, base_feature: str, features: FloatArray) -> FloatArray:
+    if not base_feature:
+        return np.zeros(features.shape[0])
+    column = features[:, spec.names().index(base_feature)]
+    return np.where(np.isnan(column), 0.0, column)
+
+
+def _raw_share(
+    booster: lgb.Booster, spec: FeatureSpec, base_feature: str, features: FloatArray
+) -> FloatArray:
+    raw = np.asarray(booster.predict(features, num_threads=1), dtype=np.float64)
+    return raw + _base(spec, base_feature, features)
 
 
 def _subsample(anchors: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -165,6 +189,12 @@ def train_model(
     settings = settings or TrainSettings()
     started = time.perf_counter()
     spec = FeatureSpec(step_s=trace.step_s, horizon_s=settings.horizon_s)
+    if settings.base_feature and settings.base_feature not in spec.names():
+        raise InputError(
+            "base_feature",
+            f"{settings.base_feature!r} is not a feature",
+            f"use one of {', '.join(spec.names())} or an empty string",
+        )
     times = trace.timestamps
     first = float(np.min(times))
     end = float(np.max(times)) + trace.step_s if until_s is None else until_s
@@ -187,7 +217,9 @@ def train_model(
     fit = build_examples(trace, spec, fit_anchors, settings.quantile)
     booster = _fit_booster(spec, fit, settings)
     cal = build_examples(trace, spec, cal_anchors, settings.quantile)
-    raw = np.asarray(booster.predict(cal.features), dtype=np.float64) if len(cal) else np.empty(0)
+    raw = (
+        _raw_share(booster, spec, settings.base_feature, cal.features) if len(cal) else np.empty(0)
+    )
     calibration = fit_calibration(raw, cal.actual, cal.capacity, settings.quantile)
     info = {
         "source": trace.report.source,
@@ -207,6 +239,7 @@ def train_model(
         booster=booster,
         calibration=calibration,
         min_history_s=settings.min_history_s,
+        base_feature=settings.base_feature,
         info=info,
     )
 
@@ -226,7 +259,7 @@ def _fit_booster(spec: FeatureSpec, fit: Examples, settings: TrainSettings) -> l
     data = lgb.Dataset(
         fit.features,
         label=fit.actual / fit.capacity,
-        weight=np.power(fit.capacity, settings.weight_power),
+        init_score=_base(spec, settings.base_feature, fit.features),
         feature_name=list(spec.names()),
         free_raw_data=True,
     )
@@ -243,6 +276,7 @@ def save_model(model: UsageModel, path: Path) -> None:
         "spec": model.spec.as_dict(),
         "quantile": model.quantile,
         "min_history_s": model.min_history_s,
+        "base_feature": model.base_feature,
         "calibration": asdict(model.calibration),
         "info": model.info,
         "lightgbm": model.booster.model_to_string(),
@@ -286,6 +320,7 @@ def load_model(path: Path) -> UsageModel:
         calibration = Calibration(**document["calibration"])
         quantile = float(document["quantile"])
         min_history_s = float(document["min_history_s"])
+        base_feature = str(document["base_feature"])
         text = str(document["lightgbm"])
     except (KeyError, TypeError, ValueError) as err:
         raise InputError(str(path), f"incomplete model file ({err})", "retrain it") from err
@@ -305,6 +340,12 @@ def load_model(path: Path) -> UsageModel:
         raise InputError(
             str(path), f"the LightGBM model does not load: {err}", "retrain it"
         ) from err
+    if base_feature and base_feature not in expected:
+        raise InputError(
+            f"{path}: feature schema",
+            f"the model's base feature {base_feature!r} is not computed by this corral",
+            "retrain it with this corral: corral predict train",
+        )
     if booster.num_feature() != len(expected):
         raise InputError(
             f"{path}: feature schema",
@@ -317,5 +358,6 @@ def load_model(path: Path) -> UsageModel:
         booster=booster,
         calibration=calibration,
         min_history_s=min_history_s,
+        base_feature=base_feature,
         info=dict(document.get("info") or {}),
     )

@@ -27,6 +27,14 @@ class CpuSet:
         self._frozen: frozenset[int] = frozen
         self._ids: tuple[int, ...] = tuple(sorted(frozen))
 
+    @classmethod
+    def _trusted(cls, frozen: frozenset[int]) -> CpuSet:
+        # Set algebra on valid sets gives valid ids: skip the per-id check on hot paths.
+        made = cls.__new__(cls)
+        made._frozen = frozen
+        made._ids = tuple(sorted(frozen))
+        return made
+
     # --- construction -------------------------------------------------------------
     @classmethod
     def parse(cls, text: str) -> CpuSet:
@@ -80,16 +88,16 @@ class CpuSet:
         return hash(self._frozen)
 
     def __or__(self, other: CpuSet) -> CpuSet:
-        return CpuSet(self._frozen | other._frozen)
+        return CpuSet._trusted(self._frozen | other._frozen)
 
     def __and__(self, other: CpuSet) -> CpuSet:
-        return CpuSet(self._frozen & other._frozen)
+        return CpuSet._trusted(self._frozen & other._frozen)
 
     def __sub__(self, other: CpuSet) -> CpuSet:
-        return CpuSet(self._frozen - other._frozen)
+        return CpuSet._trusted(self._frozen - other._frozen)
 
     def __xor__(self, other: CpuSet) -> CpuSet:
-        return CpuSet(self._frozen ^ other._frozen)
+        return CpuSet._trusted(self._frozen ^ other._frozen)
 
     def __le__(self, other: CpuSet) -> bool:
         return self._frozen <= other._frozen
@@ -102,7 +110,7 @@ class CpuSet:
         merged = set(self._frozen)
         for other in others:
             merged |= other._frozen
-        return CpuSet(merged)
+        return CpuSet._trusted(frozenset(merged))
 
     def isdisjoint(self, other: CpuSet) -> bool:
         """True when no CPU is in both sets."""
