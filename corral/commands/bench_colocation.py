@@ -75,6 +75,7 @@ def bench_colocation(  # noqa: PLR0917 - typer maps parameters to options
         print_json(doc)
         return
     out = console()
+    out.width = max(out.width, 130)  # ten columns: do not truncate them when piped
     out.print(colocation_table(doc))
     mem = doc["memory"]
     out.print(
@@ -101,11 +102,12 @@ def colocation_table(doc: dict[str, Any]) -> Table:
     )
     for column in (
         "policy",
-        "EMU (median)",
-        "SLO violations",
+        "EMU",
+        "SLO viol.",
+        "of them BE idle",
         "noisy",
         "windows",
-        "worst quiet p99 ms",
+        "worst p99 ms",
         "BE CPUs",
         "client CPUs",
         "EMU per rep",
@@ -116,6 +118,7 @@ def colocation_table(doc: dict[str, Any]) -> Table:
             row["policy"],
             f"{row['emu']:.3f}",
             str(row["slo_violations"]),
+            str(row["violations_be_idle"]),
             str(row["noisy_windows"]),
             str(row["windows"]),
             "-" if row["p99_max_ms"] is None else f"{row['p99_max_ms']:.3f}",

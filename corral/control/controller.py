@@ -28,6 +28,7 @@ from corral.control.actions import (
     Thaw,
 )
 from corral.control.cache import CacheSettings, masks
+from corral.control.ceilings import RUN, Ceiling, CeilingSettings, blocking, learn
 from corral.control.cores import CoresSettings, max_be_cores, split
 from corral.control.evict import BeWorkload, EvictSettings, EvictState, evict_step
 from corral.control.knobs import (
@@ -67,6 +68,7 @@ class ControllerSettings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     memory: SenpaiSettings = field(default_factory=SenpaiSettings)
     evict: EvictSettings = field(default_factory=EvictSettings)
+    ceilings: CeilingSettings = field(default_factory=CeilingSettings)
     sub_period_s: float = 2.0
     """Seconds between sub-controller steps (Heracles: 2 s)."""
     peak_rps: float | None = None
@@ -115,6 +117,7 @@ class ControllerState:
     holds: tuple[Hold, ...] = ()
     memory: SenpaiState = field(default_factory=SenpaiState)
     evict: EvictState = field(default_factory=EvictState)
+    ceilings: tuple[Ceiling, ...] = ()
     last_top: float | None = None
     last_sub: float | None = None
     applied: bool = False
@@ -203,6 +206,7 @@ class Controller:
         holds = live_holds(state.holds, now)
         top = state.top
         evict = state.evict
+        ceilings = state.ceilings
         verdict = ""
         reason = ""
         freezes: tuple[Action, ...] = ()
@@ -210,6 +214,20 @@ class Controller:
         sub_due = state.last_sub is None or now - state.last_sub >= s.sub_period_s
         if top_due:
             top = top_step(s.top, top, slack=slack, load=load, now=now)
+            if slack is not None and slack < 0 and state.top.mode is not Mode.DISABLE:
+                # BE was running when LC broke its SLO: remember where each raised knob was.
+                raised = {
+                    k: levels.get(k)
+                    for k in ("cores", "weight", "ways", "mb")
+                    if levels.get(k) > specs[k].floor
+                }
+                if not raised and s.ceilings.floor:
+                    raised = {RUN: 1}
+                ceilings = learn(s.ceilings, ceilings, raised, load=load, now=now)
+            if top.mode is not Mode.DISABLE:
+                top, levels, pending, reason = self._under_ceilings(
+                    top, levels, pending, ceilings, load=load, now=now, specs=specs
+                )
         if top.mode is Mode.DISABLE:
             if pending is not None:
                 verdict = f"cancelled {pending.direction} {pending.knob}: BE disabled"
@@ -218,7 +236,7 @@ class Controller:
             for knob in ("cores", "weight", "ways", "mb"):
                 floored = floored.with_level(knob, specs[knob].floor)
             levels, reason = floored, f"BE disabled: {top.reason}"
-        elif sub_due and state.last_sub is not None:  # the first step only sets BE up
+        elif sub_due and state.last_sub is not None and not reason:  # first step: set-up only
             if pending is not None:
                 outcome = judge(
                     s.trial,
@@ -238,11 +256,26 @@ class Controller:
                     )
                     levels = levels.with_level(pending.knob, pending.before)
                     holds = (*holds, Hold(pending.knob, pending.direction, now + s.trial.hold_s))
+                    if (
+                        pending.direction is Direction.GROW
+                        and slack is not None
+                        and slack < s.top.no_grow_slack
+                    ):
+                        ceilings = learn(
+                            s.ceilings, ceilings, {pending.knob: pending.after}, load=load, now=now
+                        )
                     reason = verdict
                     pending = None
             elif slack is not None and top.mode in (Mode.GROW, Mode.SHRINK):
                 pending = self._next_trial(
-                    top.mode, levels=levels, holds=holds, slack=slack, now=now, specs=specs
+                    top.mode,
+                    levels=levels,
+                    holds=holds,
+                    ceilings=ceilings,
+                    slack=slack,
+                    load=load,
+                    now=now,
+                    specs=specs,
                 )
                 if pending is not None:
                     levels = levels.with_level(pending.knob, pending.after)
@@ -290,6 +323,7 @@ class Controller:
             holds=holds,
             memory=memory,
             evict=evict,
+            ceilings=ceilings,
             last_top=now if top_due else state.last_top,
             last_sub=now if sub_due else state.last_sub,
             applied=True,
@@ -297,13 +331,52 @@ class Controller:
         )
         return new_state, actions
 
+    def _under_ceilings(
+        self,
+        top: TopState,
+        levels: Levels,
+        pending: Trial | None,
+        ceilings: tuple[Ceiling, ...],
+        *,
+        load: float | None,
+        now: float,
+        specs: dict[str, KnobSpec],
+    ) -> tuple[TopState, Levels, Trial | None, str]:
+        """Step BE down before the load reaches a level's learned ceiling (`ceilings`):
+        disable it near a `RUN` ceiling, else lower each knob to its highest level that is
+        not blocked at ``load`` (cancelling a trial of that knob)."""
+        cfg = self.settings.ceilings
+        run = blocking(cfg, ceilings, RUN, 1, load=load, now=now)
+        if run is not None:
+            at = "unknown load" if run.load is None else f"load {run.load:.0%}"
+            reason = f"load {_fraction(load)} near {at}, where BE at its floor broke the SLO"
+            return replace(top, mode=Mode.DISABLE, reason=reason), levels, pending, ""
+        notes = []
+        for knob in ("cores", "weight", "ways", "mb"):
+            level = cap = levels.get(knob)
+            while cap > specs[knob].floor and blocking(
+                cfg, ceilings, knob, cap, load=load, now=now
+            ):
+                cap -= 1
+            if cap < level:
+                levels = levels.with_level(knob, cap)
+                notes.append(f"{knob} {level} -> {cap}")
+                if pending is not None and pending.knob == knob:
+                    pending = None
+        if not notes:
+            return top, levels, pending, ""
+        reason = f"{', '.join(notes)}: load {_fraction(load)} near a learned ceiling"
+        return top, levels, pending, reason
+
     def _next_trial(
         self,
         mode: Mode,
         *,
         levels: Levels,
         holds: tuple[Hold, ...],
+        ceilings: tuple[Ceiling, ...],
         slack: float,
+        load: float | None,
         now: float,
         specs: dict[str, KnobSpec],
     ) -> Trial | None:
@@ -314,6 +387,8 @@ class Controller:
                 if level >= spec.top or held(holds, knob, Direction.GROW, now):
                     continue
                 if knob == "weight" and slack < self.settings.weight.grow_slack:
+                    continue
+                if blocking(self.settings.ceilings, ceilings, knob, level + 1, load=load, now=now):
                     continue
                 return Trial(knob, Direction.GROW, level, level + 1, slack, now)
             return None
@@ -394,10 +469,18 @@ class Controller:
                 {"knob": h.knob, "direction": str(h.direction), "until": h.until}
                 for h in state.holds
             ],
+            "ceilings": [
+                {"knob": c.knob, "level": c.level, "load": c.load, "until": c.until}
+                for c in state.ceilings
+            ],
             "frozen": [wid for wid, _ in state.evict.frozen],
             "evicted": list(state.evict.evicted),
             "last_verdict": state.last_verdict,
         }
+
+
+def _fraction(load: float | None) -> str:
+    return "unknown" if load is None else f"{load:.0%}"
 
 
 def _evict_action(verb: str, workload: str, reason: str) -> Action:

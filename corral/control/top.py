@@ -4,7 +4,10 @@ Every ``period_s`` (Heracles: 15 s) slack = (SLO - measured) / SLO decides a mod
 
 * ``disable`` - slack < 0, or LC load above the high-water mark (85% of peak, stays on
   until load is back below the low-water mark, 80%): BE goes to its floor, then is frozen;
-  after a disable BE stays disabled for ``cooldown_s``.
+  after a disable BE stays disabled for ``cooldown_s``, doubled (``cooldown_backoff``) for
+  each further slack violation within ``max_cooldown_s`` of the last, up to that bound. A
+  violation while BE is already disabled is not BE's doing: it extends the disable by
+  ``cooldown_s`` but is not counted.
 * ``shrink``  - slack < 5%: take BE resources away by steps (2 cores at a time).
 * ``hold``    - slack < 10%: BE may not grow.
 * ``grow``    - otherwise: sub-controllers may try one growth step.
@@ -47,6 +50,12 @@ class TopSettings:
     cooldown_s: float = 60.0
     """Seconds BE stays disabled after a disable, so one good window right after a
     violation does not bring BE straight back (Heracles' cool-down)."""
+    cooldown_backoff: float = 2.0
+    """Factor the cool-down grows by for each slack violation that follows the previous one
+    within ``max_cooldown_s``: BE that keeps hurting LC comes back ever more slowly."""
+    max_cooldown_s: float = 600.0
+    """Longest cool-down; a violation later than this after the last starts again at
+    ``cooldown_s``."""
 
     def __post_init__(self) -> None:
         if self.period_s <= 0:
@@ -65,6 +74,16 @@ class TopSettings:
             )
         if self.cooldown_s < 0:
             raise InputError("top.cooldown_s", f"{self.cooldown_s} is negative", "e.g. 60")
+        if self.cooldown_backoff < 1:
+            raise InputError(
+                "top.cooldown_backoff", f"{self.cooldown_backoff} is below 1", "1 turns it off"
+            )
+        if self.max_cooldown_s < self.cooldown_s:
+            raise InputError(
+                "top.max_cooldown_s",
+                f"{self.max_cooldown_s} is below cooldown_s={self.cooldown_s}",
+                "e.g. ten times cooldown_s",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +96,9 @@ class TopState:
     load: float | None = None
     load_high: bool = False
     disabled_until: float = float("-inf")
+    strikes: int = 0
+    """Slack violations in a row, each within ``max_cooldown_s`` of the one before."""
+    last_violation: float = float("-inf")
 
 
 def top_step(
@@ -91,11 +113,28 @@ def top_step(
             load_high = False
     base = replace(state, slack=slack, load=load, load_high=load_high)
     if slack is not None and slack < 0:
+        if state.mode is Mode.DISABLE:
+            # BE was already off: this violation is the LC's or the host's, not BE's, so it
+            # keeps BE off for a plain cool-down but does not count as a strike.
+            return replace(
+                base,
+                mode=Mode.DISABLE,
+                reason=f"slack {slack:.2f} < 0 with BE disabled",
+                disabled_until=max(state.disabled_until, now + settings.cooldown_s),
+            )
+        recent = now - state.last_violation <= settings.max_cooldown_s
+        strikes = state.strikes + 1 if recent else 1
+        cooldown = min(
+            settings.max_cooldown_s,
+            settings.cooldown_s * settings.cooldown_backoff ** (strikes - 1),
+        )
         return replace(
             base,
             mode=Mode.DISABLE,
-            reason=f"slack {slack:.2f} < 0",
-            disabled_until=now + settings.cooldown_s,
+            reason=f"slack {slack:.2f} < 0 (cool-down {cooldown:.0f} s)",
+            disabled_until=max(state.disabled_until, now + cooldown),
+            strikes=strikes,
+            last_violation=now,
         )
     if load_high:
         return replace(

@@ -17,6 +17,7 @@ def summary_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "policy": name,
                 "emu": policy["emu"],
                 "slo_violations": policy["slo_violations"],
+                "violations_be_idle": policy.get("violations_be_idle", 0),
                 "noisy_windows": policy["noisy_windows"],
                 "windows": reps[0]["windows"] if reps else 0,
                 "p99_max_ms": max(worst) if worst else None,
