@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from corral.errors import PlacementError
 from corral.placement.assignment import Assignment, Placement, Refusal
@@ -20,10 +20,16 @@ def place_greedy(
     online: CpuSet | None = None,
     strategy: Strategy = Strategy.PACKED,
     full_cores: bool = False,
+    previous: Mapping[str, CpuSet] | None = None,
 ) -> Placement:
     """Place every workload: immovable keep their CPUs; exclusive ones take CPUs in kubelet
     order (largest request first, then id) from the online CPUs not fixed by immovable
     workloads; numa and shared ones share what is left (`place_pooled`).
+
+    With ``previous`` (kubelet's incremental behaviour), an exclusive workload first keeps
+    its previous CPUs when they still fit (same count, online, not fixed by immovable
+    workloads, not taken, whole cores under ``full_cores``); the others then take CPUs in
+    kubelet order from what is left.
 
     A workload that cannot be placed is refused with kubelet's reason; the others are
     still placed.
@@ -32,7 +38,21 @@ def place_greedy(
     immovable, refusals = check_immovable(topology, online_cpus, workloads)
     available = online_cpus - immovable_cpus(workloads)
     exclusive: dict[str, Assignment] = {}
-    for w in exclusive_order(workloads):
+    order = exclusive_order(workloads)
+    kept = previous or {}
+    for w in order:
+        before = kept.get(w.id)
+        if (
+            before is not None
+            and len(before) == w.whole_cpus
+            and before.issubset(available)
+            and (not full_cores or topology.whole_cores_within(before) == before)
+        ):
+            exclusive[w.id] = Assignment(w.id, before, "exclusive: keeps its previous CPUs")
+            available -= before
+    for w in order:
+        if w.id in exclusive:
+            continue
         try:
             cpus = take_cpus(
                 topology, available, w.whole_cpus, strategy=strategy, full_cores=full_cores

@@ -50,8 +50,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from corral.errors import CorralError, PlacementError
-from corral.placement.assignment import Assignment, Placement, Refusal
+from corral.errors import CorralError
+from corral.placement.assignment import Assignment, Placement
 from corral.placement.cost import (
     CostBreakdown,
     CostWeights,
@@ -62,7 +62,7 @@ from corral.placement.cost import (
     units_needed,
 )
 from corral.placement.greedy import place_greedy
-from corral.placement.kubelet import Strategy, take_cpus
+from corral.placement.kubelet import Strategy
 from corral.placement.pools import check_immovable, exclusive_order, immovable_cpus, place_pooled
 from corral.placement.workload import Policy, Workload
 from corral.topology.cpuset import CpuSet
@@ -323,44 +323,13 @@ def place_greedy_keeping(
     those still fit (same count, online, not fixed by immovable workloads, not taken);
     the others take CPUs in kubelet order from what is left. No previous: `place_greedy`.
     """
-    if not previous:
-        return place_greedy(
-            topology, workloads, online=online, strategy=strategy, full_cores=full_cores
-        )
-    online_cpus = topology.all_cpus if online is None else online & topology.all_cpus
-    immovable, refusals = check_immovable(topology, online_cpus, workloads)
-    available = online_cpus - immovable_cpus(workloads)
-    exclusive: dict[str, Assignment] = {}
-    order = exclusive_order(workloads)
-    for w in order:
-        before = previous.get(w.id)
-        if (
-            before is not None
-            and len(before) == w.whole_cpus
-            and before.issubset(available)
-            and (not full_cores or topology.whole_cores_within(before) == before)
-        ):
-            exclusive[w.id] = Assignment(w.id, before, "exclusive: keeps its previous CPUs")
-            available -= before
-    for w in order:
-        if w.id in exclusive:
-            continue
-        try:
-            cpus = take_cpus(
-                topology, available, w.whole_cpus, strategy=strategy, full_cores=full_cores
-            )
-        except PlacementError as err:
-            refusals[w.id] = Refusal(w.id, str(err))
-            continue
-        available -= cpus
-        exclusive[w.id] = Assignment(w.id, cpus, f"exclusive: kubelet {strategy} order")
-    return place_pooled(
+    return place_greedy(
         topology,
-        online_cpus,
         workloads,
-        exclusive=exclusive,
-        refusals=refusals,
-        immovable=immovable,
+        online=online,
+        strategy=strategy,
+        full_cores=full_cores,
+        previous=previous,
     )
 
 
