@@ -20,13 +20,11 @@ import pytest
 
 from corral.agent.config import settings_from
 from corral.bench.agent_process import AgentProcess
-from corral.control.ownership import (
-    be_pool_cores,
-    confine_be,
-    controlled_by_controller,
-)
+from corral.control.ownership import CONTROLLED_FILES, be_pool_cores
+from corral.enforce.desired import EnforceSettings, desired_states
 from corral.errors import InputError
 from corral.placement.assignment import Assignment, Placement
+from corral.placement.workload import Workload
 from corral.topology.cpuset import CpuSet
 from corral.topology.presets import toy_16
 from tests.fixtures.cgroup_trees import add_v1_cgroup, write_v1_root
@@ -92,7 +90,8 @@ def test_the_controller_only_gets_whole_cores_of_the_shared_pool() -> None:
     assert all(core.isdisjoint(exclusive) for core in cores)
 
 
-def test_enforced_placement_gives_be_workloads_the_controllers_cpus_and_nothing_else() -> None:
+def test_the_enforcer_leaves_the_controllers_files_to_the_controller() -> None:
+    topo = toy_16()
     shared = CpuSet.range(0, 16)
     placement = Placement(
         assignments={
@@ -101,21 +100,14 @@ def test_enforced_placement_gives_be_workloads_the_controllers_cpus_and_nothing_
         },
         pools={"shared": shared},
     )
-    confined = confine_be(placement, ["batch", "gone"], CpuSet([7, 15]))
-    assert confined.cpuset_of("batch") == CpuSet([7, 15])
-    assert confined.cpuset_of("web") == shared  # LC keeps what placement gave it
-    assert "gone" not in confined.assignments
-
-
-def test_only_the_be_boxs_cpu_knobs_are_the_controllers() -> None:
-    box = "corral/be"
-    assert controlled_by_controller("/sys/fs/cgroup/cpu/corral/be/cpu.idle", box)
-    assert controlled_by_controller("/sys/fs/cgroup/cpuset/corral/be/cpuset.cpus", box)
-    assert not controlled_by_controller("/sys/fs/cgroup/cpuset/corral/be/x/cpuset.cpus", box)
-    assert not controlled_by_controller(
-        "/sys/fs/cgroup/memory/corral/be/memory.limit_in_bytes", box
-    )
-    assert not controlled_by_controller("/sys/fs/cgroup/cpu/corral/web/cpu.shares", box)
+    workloads = [Workload(id="batch", qos="BE", cpus=1), Workload(id="web", qos="LC", cpus=2)]
+    owned = EnforceSettings(controlled_be_files=CONTROLLED_FILES)
+    states = {s.cgroup: s for s in desired_states(topo, workloads, placement, settings=owned)}
+    assert states["corral/be"].foreign_files == CONTROLLED_FILES
+    assert states["corral/be/batch"].foreign_files == {"cpuset.cpus"}
+    assert states["corral/web"].foreign_files == frozenset()
+    alone = desired_states(topo, workloads, placement, settings=EnforceSettings())
+    assert all(not s.foreign_files for s in alone)  # without a controller: all the enforcer's
 
 
 @pytest.mark.parametrize(

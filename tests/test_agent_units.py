@@ -28,6 +28,7 @@ from corral.placement.assignment import Assignment
 from corral.placement.workload import Policy, Qos, Workload
 from corral.topology.cpuset import CpuSet
 from corral.topology.presets import r4_16xlarge, toy_16
+from tests.fixtures.cgroup_trees import add_v1_cgroup, add_v2_cgroup, write_v1_root, write_v2_root
 
 
 # --- coalescing ----------------------------------------------------------------------------
@@ -120,14 +121,19 @@ def test_a_late_decision_never_overwrites_a_newer_acknowledged_spec(tmp_path: Pa
 
 
 # --- sampling ------------------------------------------------------------------------------
-def test_usage_readers_take_v1_cpuacct_then_v2_cpu_stat(tmp_path: Path) -> None:
-    (tmp_path / "cpuacct/corral/a").mkdir(parents=True)
-    (tmp_path / "cpuacct/corral/a/cpuacct.usage").write_text("1500000000\n")
-    (tmp_path / "unified/corral/b").mkdir(parents=True)
-    (tmp_path / "unified/corral/b/cpu.stat").write_text("usage_usec 2500\nuser_usec 1\n")
-    assert read_usage_ns(tmp_path, "corral/a") == 1_500_000_000
-    assert read_usage_ns(tmp_path, "/corral/b") == 2_500_000
-    assert read_usage_ns(tmp_path, "corral/missing") is None
+def test_the_usage_reader_follows_the_detected_layout_not_fixed_paths(tmp_path: Path) -> None:
+    # Split v1 (this VM's shape) under one root, and a pure v2 mount under another; the
+    # layout-specific cases are in tests/test_usage_sampling.py.
+    write_v1_root(tmp_path / "v1")
+    add_v1_cgroup(tmp_path / "v1", "corral/a")
+    (tmp_path / "v1/cpuacct/corral/a/cpuacct.usage").write_text("1500000000\n")
+    write_v2_root(tmp_path / "v2")
+    add_v2_cgroup(tmp_path / "v2", "corral/b")
+    (tmp_path / "v2/corral/b/cpu.stat").write_text("usage_usec 2500\nuser_usec 1\n")
+    assert read_usage_ns(tmp_path / "v1", "corral/a") == 1_500_000_000
+    assert read_usage_ns(tmp_path / "v2", "/corral/b") == 2_500_000
+    assert read_usage_ns(tmp_path / "v1", "corral/missing") is None
+    assert read_usage_ns(tmp_path / "nothing", "corral/a") is None
 
 
 @given(st.lists(st.floats(min_value=0, max_value=8), min_size=2, max_size=30))
@@ -254,10 +260,15 @@ def test_without_a_writable_cpuset_hierarchy_the_agent_runs_a_dry_run_that_says_
     tmp_path: Path,
 ) -> None:
     enforcer = make_enforcer(
-        toy_16(), dry_run=False, cgroup_root=tmp_path, proc_root=tmp_path, parent="corral"
+        toy_16(), dry_run=None, cgroup_root=tmp_path, proc_root=tmp_path, parent="corral"
     )
     assert enforcer.dry_run
     assert "no cpuset controller" in enforcer.describe()
+    with pytest.raises(InputError, match="cannot enforce: no cpuset controller") as err:
+        make_enforcer(
+            toy_16(), dry_run=False, cgroup_root=tmp_path, proc_root=tmp_path, parent="corral"
+        )
+    assert "--enforce" in err.value.fix
     forced = make_enforcer(
         toy_16(), dry_run=True, cgroup_root=tmp_path, proc_root=tmp_path, parent="corral"
     )

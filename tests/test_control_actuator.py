@@ -24,7 +24,10 @@ from corral.control.actions import (
     SetWeight,
     Thaw,
 )
-from corral.control.cgroupv1 import CgroupV1Actuator, parse_psi_total
+from corral.control.actuator import Capability
+from corral.control.cache import CacheSettings
+from corral.control.cgroupv1 import CgroupV1Actuator, MemoryGuardError, parse_psi_total
+from corral.control.llc import CacheUnavailableError
 from corral.errors import EnforcementError
 from corral.topology.cpuset import CpuSet
 
@@ -43,8 +46,15 @@ def _tree(tmp_path: Path) -> Path:
         "cpuset/box": {"cpuset.cpus": "0-3"},
         "cpuset/box/w1": {"cpuset.cpus": "0-3"},
         "cpuset/lc": {"cpuset.cpus": "0-3"},
-        "memory/box": {"memory.soft_limit_in_bytes": "-1", "memory.usage_in_bytes": "4096"},
+        "memory/box": {
+            "memory.soft_limit_in_bytes": "9223372036854771712",
+            "memory.limit_in_bytes": str(4 << 30),
+            "memory.usage_in_bytes": "4096",
+            "memory.stat": f"cache 1000\nrss 10\ntotal_cache {1 << 30}\n"
+            f"total_rss {100 << 20}\ntotal_shmem {10 << 20}\ntotal_unevictable 0\n",
+        },
         "freezer/box/w1": {"freezer.state": "THAWED", "cgroup.procs": ""},
+        "unified": {"cgroup.controllers": "\n"},
         "unified/box": {
             "memory.pressure": "some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\n"
             "full avg10=0.00 avg60=0.00 avg300=0.00 total=99\n"
@@ -73,8 +83,8 @@ def test_actuator_writes_each_action_to_its_file_on_a_tree(tmp_path: Path) -> No
     assert (root / "cpu/box/cpu.cfs_quota_us").read_text() == "50000"
     act.apply(SetQuota(None, "r"))
     assert (root / "cpu/box/cpu.cfs_quota_us").read_text() == "-1"
-    act.apply(SetMemoryHigh(1 << 30, "r"))  # v1: the soft limit
-    assert (root / "memory/box/memory.soft_limit_in_bytes").read_text() == str(1 << 30)
+    act.apply(SetMemoryHigh(1 << 30, "r"))  # v1: the hard limit (the soft one would not act)
+    assert (root / "memory/box/memory.limit_in_bytes").read_text() == str(1 << 30)
     act.apply(Freeze("w1", "r"))
     assert (root / "freezer/box/w1/freezer.state").read_text() == "FROZEN"
     act.apply(Thaw("w1", "r"))
@@ -84,15 +94,59 @@ def test_actuator_writes_each_action_to_its_file_on_a_tree(tmp_path: Path) -> No
     assert act.be_psi_some_us() == 1234
 
 
-def test_cache_masks_go_to_resctrl_groups_for_every_cache_id(tmp_path: Path) -> None:
-    resctrl = tmp_path / "resctrl"
-    for group in ("", "corral-lc", "corral-be"):
-        (resctrl / group).mkdir(parents=True, exist_ok=True)
-        (resctrl / group / "schemata").write_text("L3:0=fff;1=fff\nMB:0=100;1=100\n")
-    act = CgroupV1Actuator(cgroup_root=_tree(tmp_path), be_group="box", resctrl_root=resctrl)
-    act.apply(SetCache(0xFF0, 0x00F, 30, "r"))
-    assert (resctrl / "corral-lc/schemata").read_text() == "L3:0=ff0;1=ff0\n"
-    assert (resctrl / "corral-be/schemata").read_text() == "MB:0=30;1=30\n"
+def test_the_v1_memory_limit_is_guarded_above_unreclaimable_memory_and_below_the_box(
+    tmp_path: Path,
+) -> None:
+    root = _tree(tmp_path)
+    act = CgroupV1Actuator(cgroup_root=root, be_group="box", memory_headroom_bytes=64 << 20)
+    assert act.memory_guard() == ((100 + 10 + 64) << 20, 4 << 30)
+    with pytest.raises(MemoryGuardError, match="asked 50 MiB, set 174 MiB"):
+        act.apply(SetMemoryHigh(50 << 20, "r"))
+    assert (root / "memory/box/memory.limit_in_bytes").read_text() == str(174 << 20)
+    with pytest.raises(MemoryGuardError, match="box limit 4096 MiB"):
+        act.apply(SetMemoryHigh(8 << 30, "r"))  # the first limit found stays the cap
+    assert (root / "memory/box/memory.limit_in_bytes").read_text() == str(4 << 30)
+
+
+def test_without_memory_stat_the_v1_limit_is_refused_not_guessed(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "memory/box/memory.stat").unlink()
+    act = CgroupV1Actuator(cgroup_root=root, be_group="box")
+    with pytest.raises(EnforcementError, match=r"memory\.stat is missing"):
+        act.apply(SetMemoryHigh(1 << 30, "r"))
+    assert (root / "memory/box/memory.limit_in_bytes").read_text() == str(4 << 30)
+
+
+def test_a_cache_action_without_resctrl_is_refused_and_described(tmp_path: Path) -> None:
+    act = CgroupV1Actuator(
+        cgroup_root=_tree(tmp_path), be_group="box", resctrl_root=tmp_path / "resctrl"
+    )
+    with pytest.raises(CacheUnavailableError, match=r"no resctrl at .*LLC ways and MBA cannot"):
+        act.apply(SetCache(0xFF0, 0x00F, 30, "r"))
+    description = act.describe()
+    assert "no resctrl at" in description.cannot[Capability.LLC_WAYS]
+    assert Capability.MEMORY_BANDWIDTH in description.cannot
+    assert "memory.limit_in_bytes" in description.can[Capability.MEMORY]
+    off = act.fit_cache(CacheSettings(total_ways=12, min_ways=2, mb_ladder=(30, 60)))
+    assert (off.total_ways, off.mb_ladder) == (0, ())
+    bare = CgroupV1Actuator(cgroup_root=tmp_path, be_group="box")
+    with pytest.raises(CacheUnavailableError):
+        bare.apply(SetCache(None, None, 30, "r"))
+    assert "no resctrl root given" in bare.describe().cannot[Capability.LLC_WAYS]
+
+
+def test_the_psi_group_is_created_and_filled_from_the_be_box(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "cpu/box/cgroup.procs").write_text("41\n42\n")
+    (root / "unified/box/cgroup.procs").write_text("42\n")
+    written: list[tuple[str, str]] = []
+
+    def writer(path: str, value: str) -> None:
+        written.append((path, value))
+
+    act = CgroupV1Actuator(cgroup_root=root, be_group="box", writer=writer)
+    assert act.be_psi_some_us() == 1234
+    assert written == [(f"{root}/unified/box/cgroup.procs", "41")]
 
 
 def test_a_missing_interface_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.control.actions import Action, Freeze, SetCpus, SetQuota, SetWeight, Thaw
+from corral.control.actions import Action, Evict, Freeze, SetCpus, SetQuota, SetWeight, Thaw
 from corral.control.ceilings import CeilingSettings
 from corral.control.controller import Controller, ControllerSettings, ControllerState
 from corral.control.cores import CoresSettings
 from corral.control.evict import BeWorkload, EvictSettings
-from corral.control.knobs import TrialSettings
-from corral.control.signals import Observation
+from corral.control.knobs import Direction, Hold, Knob, Trial, TrialSettings
+from corral.control.signals import Observation, Signal, SignalStatus
 from corral.control.top import Mode, TopSettings
 from corral.control.weight import WeightSettings
 from corral.topology.cpuset import CpuSet
@@ -253,3 +253,94 @@ def test_levels_always_stay_on_their_ladders(
             assert spec.floor <= state.levels.get(name) <= spec.top
         if state.top.mode is Mode.DISABLE:
             assert controller.at_floor(state.levels)
+
+
+_STATUS_LOST = st.sampled_from([SignalStatus.SLOW, SignalStatus.FAILED, SignalStatus.NO_DATA])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(0.01, 5.0)),
+            st.floats(0, 120_000),
+            st.one_of(st.none(), _STATUS_LOST),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_lost_signal_never_grows_shrinks_freezes_or_disables_be(
+    samples: list[tuple[float | None, float, SignalStatus | None]],
+) -> None:
+    """Whatever came before, a period whose signal is lost (slow, failed, no data) keeps
+    every BE level, the pending trial and the frozen set, takes no freeze, thaw or evict
+    action and does not start a disable; its mode is hold, saying why."""
+    controller = make()
+    state = controller.initial()
+    workloads = (BeWorkload("batch", 0), BeWorkload("video", 1))
+    for t, (p99, rps, status) in enumerate(samples):
+        if status is None:
+            obs = Observation(
+                latency_ms=p99, load_rps=rps, signals=(Signal("api", latency_ms=p99),)
+            )
+        else:
+            obs = Observation(
+                latency_ms=p99, load_rps=rps, signals=(Signal("api", status, "gone"),)
+            )
+        before = state
+        state, actions = controller.step(state, obs, float(t), workloads=workloads)
+        if status is None:
+            continue
+        assert state.levels == before.levels
+        assert state.pending == before.pending
+        assert state.evict == before.evict
+        assert state.ceilings == before.ceilings
+        assert not any(isinstance(a, Freeze | Thaw | Evict) for a in actions)
+        if before.applied:  # a re-render after a refusal writes the same levels again
+            assert not any(isinstance(a, SetCpus | SetWeight | SetQuota) for a in actions)
+        assert state.top.mode is Mode.HOLD
+        assert state.top.reason == "no signal: api: gone"
+        assert state.top.disabled_until == before.top.disabled_until
+
+
+def test_a_cool_down_survives_a_lost_signal_and_resumes_when_it_returns() -> None:
+    controller = make()
+    trace = replay(controller, [(0, 0.3, 20_000), (1, 5.0, 20_000)])  # violation: disable
+    state = trace.states[-1]
+    assert state.top.mode is Mode.DISABLE
+    lost = Observation(signals=(Signal("api", SignalStatus.FAILED, "connection refused"),))
+    state, _ = controller.step(state, lost, 2.0)
+    assert state.top.mode is Mode.HOLD
+    assert state.top.reason == "no signal: api: connection refused"
+    state, _ = controller.step(state, Observation(latency_ms=0.3, load_rps=20_000), 3.0)
+    assert state.top.mode is Mode.DISABLE and "cooling down" in state.top.reason
+
+
+def test_with_no_signal_floor_after_be_goes_to_its_floor_but_is_never_frozen() -> None:
+    controller = make(no_signal_floor_after=2)
+    grown = controller.initial()
+    grown = replace(grown, levels=grown.levels.with_level(Knob.CORES, 5).with_level(Knob.WEIGHT, 1))
+    state, _ = controller.step(grown, Observation(latency_ms=0.3, load_rps=20_000), 0.0)
+    lost = Observation(signals=(Signal("api", SignalStatus.SLOW, "no answer within 1.0 s"),))
+    floors = []
+    for t in (1.0, 2.0, 3.0, 4.0):
+        state, actions = controller.step(state, lost, t, workloads=(BeWorkload("batch"),))
+        floors.append(controller.at_floor(state.levels))
+        assert not any(isinstance(a, Freeze | Evict) for a in actions)
+    assert floors == [False, False, True, True]  # after 2 periods without a signal
+    assert state.no_signal_periods == 4 and state.evict.frozen == ()
+
+
+def test_knobs_are_an_enum_and_status_keeps_their_names() -> None:
+    controller = make()
+    assert set(controller.specs()) == set(Knob)
+    state = replace(
+        controller.initial(),
+        pending=Trial(Knob.CORES, Direction.GROW, 1, 2, 0.5, 0.0),
+        holds=(Hold(Knob.WEIGHT, Direction.GROW, 10.0),),
+    )
+    doc = controller.status(state)
+    assert doc["pending"]["knob"] == "cores" and type(doc["pending"]["knob"]) is str
+    assert doc["holds"][0]["knob"] == "weight"
+    assert set(doc["levels"]) == {str(k) for k in Knob}

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from corral.control.probe import ProbeKind, Prober, ProbeSettings
+from corral.control.signals import SignalStatus
 from corral.errors import InputError
 
 
@@ -78,7 +79,7 @@ async def _probe(kind: ProbeKind, port: int, seconds: float = 0.6, **kw: object)
 def test_protocol_probes_measure_the_service_delay(kind: ProbeKind, reply: bytes) -> None:
     with _server(_lines(reply, 0.02)) as port:
         prober = asyncio.run(_probe(kind, port))
-    obs = prober.read(time.monotonic())
+    obs = prober.window(time.monotonic())
     assert obs.samples >= 20 and prober.failed == 0
     assert obs.latency_ms is not None and obs.latency_ms >= 20.0
 
@@ -86,22 +87,76 @@ def test_protocol_probes_measure_the_service_delay(kind: ProbeKind, reply: bytes
 def test_http_probe_reuses_connections_and_reads_the_body() -> None:
     with _server(_HttpHandler) as port:
         prober = asyncio.run(_probe(ProbeKind.HTTP, port, path="/healthz"))
-    obs = prober.read(time.monotonic())
+    obs = prober.window(time.monotonic())
     assert obs.samples >= 20 and prober.failed == 0
     assert obs.latency_ms is not None and obs.latency_ms < 500
 
 
-def test_a_dead_endpoint_counts_as_timeouts_not_as_missing_samples() -> None:
-    async def main() -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        prober = await _probe(ProbeKind.TCP, port, seconds=0.3, timeout_s=0.05)
-        obs = prober.read(time.monotonic())
-        assert prober.failed >= 5
-        assert obs.latency_ms == pytest.approx(50.0)  # each failure is a sample at the timeout
+def _dead_port() -> int:
+    """A loopback port nothing listens on (bound, then closed: connects are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
-    asyncio.run(main())
+
+def test_a_dead_port_is_a_failed_signal_never_a_latency_sample() -> None:
+    port = _dead_port()
+    prober = asyncio.run(_probe(ProbeKind.TCP, port, seconds=0.4, timeout_s=0.05))
+    obs = prober.window(time.monotonic())
+    assert prober.failed >= 10
+    assert obs.latency_ms is None  # no made-up sample at the timeout (the old 1000 ms)
+    assert obs.status is SignalStatus.FAILED
+    reason = obs.no_signal_reason()
+    assert reason.startswith(f"probe: {prober.failed} of {prober.failed} probes of 127.0.0.1:")
+    assert "refused" in reason.lower() or "connect call failed" in reason.lower()
+
+
+def test_a_service_that_never_answers_is_a_slow_signal() -> None:
+    with _server(_lines(b"VERSION 1\r\n", 1.0)) as port:
+        prober = asyncio.run(
+            _probe(ProbeKind.MEMCACHED, port, seconds=0.4, timeout_s=0.05, min_samples=5)
+        )
+    obs = prober.window(time.monotonic())
+    assert obs.latency_ms is None and obs.status is SignalStatus.SLOW
+    assert "got no answer within 0.05 s" in obs.no_signal_reason()
+
+
+class _SometimesWrong(socketserver.StreamRequestHandler):
+    """A redis-protocol server that answers every tenth request with an error."""
+
+    count = 0
+    lock = threading.Lock()
+
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            while self.rfile.readline():
+                with self.lock:
+                    type(self).count += 1
+                    wrong = self.count % 10 == 0
+                self.wfile.write(b"-ERR\r\n" if wrong else b"+PONG\r\n")
+
+
+def test_a_few_failures_rank_above_every_answer_and_a_tail_of_them_is_no_signal() -> None:
+    """One probe in ten fails: the median is an answer (ok), the p99 falls among the
+    failures (unknown, so failed) - never a number made up from the failures."""
+    with _server(_SometimesWrong) as port:
+        prober = asyncio.run(_probe(ProbeKind.REDIS, port, seconds=0.6, percentile=50))
+    median = prober.window(time.monotonic())
+    assert prober.failed >= 3
+    assert median.status is SignalStatus.OK and median.latency_ms is not None
+    assert median.latency_ms < 500
+    prober.settings = ProbeSettings(kind=ProbeKind.REDIS, port=port, window_s=5, percentile=99)
+    tail = prober.window(time.monotonic())
+    assert tail.status is SignalStatus.FAILED and tail.latency_ms is None
+    assert "redis answered b'-ERR" in tail.no_signal_reason()
+
+
+def test_too_few_probes_in_the_window_is_no_data() -> None:
+    prober = Prober(ProbeSettings(kind=ProbeKind.TCP, port=9, min_samples=10), name="cache")
+    obs = prober.window(time.monotonic())
+    assert obs.status is SignalStatus.NO_DATA and obs.latency_ms is None
+    assert obs.no_signal_reason().startswith("cache: 0 probes finished")
 
 
 def test_open_loop_probes_do_not_wait_for_a_stalled_service() -> None:
@@ -141,7 +196,7 @@ def test_probe_against_a_real_memcached() -> None:
             return await _probe(ProbeKind.MEMCACHED, port)
 
         prober = asyncio.run(main())
-        obs = prober.read(time.monotonic())
+        obs = prober.window(time.monotonic())
         assert obs.samples >= 20 and prober.failed == 0 and obs.latency_ms is not None
     finally:
         proc.kill()
@@ -153,3 +208,5 @@ def test_probe_settings_name_the_bad_field() -> None:
         ProbeSettings(kind=ProbeKind.TCP, port=0)
     with pytest.raises(InputError, match=r"probe\.path"):
         ProbeSettings(kind=ProbeKind.HTTP, port=80, path="healthz")
+    with pytest.raises(InputError, match=r"probe\.min_samples"):
+        ProbeSettings(kind=ProbeKind.TCP, port=80, min_samples=0)

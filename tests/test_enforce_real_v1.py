@@ -114,9 +114,9 @@ def host() -> Iterator[Host]:
         for proc in made.processes:
             proc.kill()
             proc.wait()
-        for hierarchy in HIERARCHIES:
+        for hierarchy in (*HIERARCHIES, "cpuacct"):  # the enforcer accounts in cpuacct too
             _remove_tree(ROOT / hierarchy / parent)
-        leftovers = [h for h in HIERARCHIES if (ROOT / h / parent).exists()]
+        leftovers = [h for h in (*HIERARCHIES, "cpuacct") if (ROOT / h / parent).exists()]
         assert not leftovers, f"cgroups left behind in {leftovers}"
 
 

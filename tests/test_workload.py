@@ -75,7 +75,7 @@ def test_a_full_workload_is_read_with_defaults() -> None:
         ),
         ({"id": "a", "cpus": 1, "cpu": 2}, "workload.cpu", "unknown key"),
         (
-            {"id": "a", "cpus": 1, "cgroup": "/x", "container_id": "abc"},
+            {"id": "a", "cpus": 1, "cgroup": "/x", "container_id": "abc" * 4},
             "workload.cgroup",
             "not both",
         ),

@@ -3,10 +3,13 @@ told about, survives restarts, and shows its state to people and machines.
 
 Modules, one job each: `config` (settings and the YAML file), `state` (SQLite WAL store:
 workloads, assignment, decisions, event log, usage), `events` (the coalescing queue),
-`decide` (one placement decision through `corral.placement.decisions`), `enforcer` (what
-the agent needs from enforcement, and the dry run), `cgroups` (the adapter to
-`corral.enforce`), `sampler` (CPU usage from cpuacct.usage / cpu.stat), `observer` and
-`metrics` (prometheus collectors on a registry passed in), `service` (the asyncio core),
+`core` (the decisions as a pure step: state and batch in, next state and effects out),
+`decide` (one placement through `corral.placement.decisions`), `effects` (the one ordered
+worker thread that performs every kernel and SQLite write), `faults` (the failure policy:
+expected failures retried with backoff and shown, programming errors fatal), `enforcer`
+(what the agent needs from enforcement, and the dry run), `cgroups` (the adapter to
+`corral.enforce`), `sampler` (CPU usage windows), `observer` and `metrics` (prometheus
+collectors on a registry passed in), `service` (the wiring of loop, core and executor),
 `api` (FastAPI app), `run` (listeners and signals), `client` (HTTP client for the CLI).
 
 HTTP API (OpenAPI at /openapi.json; errors are ``{"detail", "field", "fix"}``):
@@ -17,7 +20,8 @@ HTTP API (OpenAPI at /openapi.json; errors are ``{"detail", "field", "fix"}``):
 - ``GET /workloads``, ``GET /workloads/{id}`` (status, CPUs, latest utilisation),
   ``DELETE /workloads/{id}`` (204 once committed; 404 unknown).
 - ``GET /assignments``, ``GET /topology``, ``GET /status`` (pending events, last decision,
-  solver stats, drift, enforcement errors, recent events), ``POST /rebalance``,
+  solver stats, drift, enforcement errors, open faults, recent events; served from memory,
+  never waiting for the store), ``POST /rebalance``,
   ``POST /reconcile``, ``GET /healthz``, ``GET /metrics``.
 
 TCP listeners other than loopback need ``Authorization: Bearer <token>``; the unix socket

@@ -6,19 +6,23 @@ the cpuset hierarchy is not writable, the agent runs a dry run and says why.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from corral.agent.enforcer import ApplyReport, Drift, DryRunEnforcer, Enforcer
-from corral.enforce.desired import DesiredState, EnforceSettings, desired_states
+from corral.enforce.desired import DesiredState, EnforceSettings, Kind, desired_states
 from corral.enforce.detect import CgroupLayout, detect_cgroups
 from corral.enforce.enforcer import Enforcer as CgroupWriter
+from corral.enforce.marker import OwnerMark
 from corral.enforce.report import ApplyReport as WriterReport
-from corral.errors import CorralError
+from corral.errors import CorralError, InputError
 from corral.placement.assignment import Placement
 from corral.placement.workload import Workload
 from corral.topology.model import Topology
+
+log = logging.getLogger(__name__)
 
 
 def why_dry_run(layout: CgroupLayout, *, euid: int) -> str | None:
@@ -43,9 +47,10 @@ class CgroupEnforcer:
         proc_root: Path,
         parent: str = "corral",
         layout: CgroupLayout | None = None,
+        controlled_be_files: frozenset[str] = frozenset(),
     ) -> None:
         self._topology = topology
-        self._settings = EnforceSettings(parent=parent)
+        self._settings = EnforceSettings(parent=parent, controlled_be_files=controlled_be_files)
         self._writer = CgroupWriter(
             cgroup_root=cgroup_root, proc_root=proc_root, settings=self._settings, layout=layout
         )
@@ -63,6 +68,14 @@ class CgroupEnforcer:
         limits = "; ".join(layout.limitations())
         return f"cgroups {layout.mode} ({homes})" + (f"; limitations: {limits}" if limits else "")
 
+    def claim(self, mark: OwnerMark) -> None:
+        """Mark corral's parent cgroup as this agent's before anything is written: refuses
+        (`TreeOwnedError`) a tree another live agent or ``corral apply`` holds, and says
+        when it takes over the tree of a previous owner that is gone."""
+        stale = self._writer.claim(mark)
+        if stale is not None:
+            log.warning("agent.took_over_tree", extra={"previous": stale.describe()})
+
     def cgroup_of(self, workload: Workload) -> str | None:
         """Its located cgroup, else the one corral creates for it."""
         if workload.id in self._located:
@@ -73,8 +86,8 @@ class CgroupEnforcer:
 
     def _states(
         self, workloads: Sequence[Workload], placement: Placement
-    ) -> tuple[tuple[DesiredState, ...], list[str]]:
-        errors: list[str] = []
+    ) -> tuple[tuple[DesiredState, ...], list[tuple[str, str]]]:
+        errors: list[tuple[str, str]] = []
         usable: list[Workload] = []
         for workload in workloads:
             if workload.id not in placement.assignments:
@@ -85,7 +98,7 @@ class CgroupEnforcer:
                 except CorralError as err:
                     # Its container may not have started yet: the next reconcile retries.
                     self._located.pop(workload.id, None)
-                    errors.append(f"{workload.id}: {err}")
+                    errors.append((workload.id, str(err)))
                     continue
             usable.append(workload)
         states = desired_states(
@@ -97,29 +110,55 @@ class CgroupEnforcer:
         )
         return states, errors
 
-    def _report(self, report: WriterReport, errors: list[str]) -> ApplyReport:
+    def _report(
+        self,
+        states: Sequence[DesiredState],
+        report: WriterReport | None,
+        errors: list[tuple[str, str]],
+        refused: str | None = None,
+    ) -> ApplyReport:
+        """The agent's report: totals, and each workload's own refusals (a failed write
+        belongs to the workload whose cgroup holds the file; ``refused`` is an error of the
+        whole apply, which then speaks for every workload)."""
+        leaves = [s for s in states if s.kind is Kind.WORKLOAD]
+        by_workload: dict[str, list[str]] = {}
+        for wid, message in errors:
+            by_workload.setdefault(wid, []).append(message)
+        failures = () if report is None else report.failures
+        for failure in failures:
+            owner = _owner_of(failure.path, leaves)
+            if owner is not None:
+                by_workload.setdefault(owner, []).append(str(failure))
+        if refused is not None:
+            for state in leaves:
+                by_workload.setdefault(state.name, []).append(refused)
+        lines = [f"{w.path} <- {w.new}" for w in report.writes] if report else []
         return ApplyReport(
-            written=len(report.writes),
-            unchanged=report.unchanged,
-            errors=tuple(errors) + tuple(str(f) for f in report.failures),
-            lines=tuple(f"{w.path} <- {w.new}" for w in report.writes),
+            written=0 if report is None else len(report.writes),
+            unchanged=0 if report is None else report.unchanged,
+            errors=tuple(f"{w}: {m}" for w, m in errors)
+            + tuple(str(f) for f in failures)
+            + ((refused,) if refused else ()),
+            lines=tuple(lines),
+            covered=frozenset(s.name for s in leaves) | {w for w, _ in errors},
+            refused={w: tuple(m) for w, m in by_workload.items()},
         )
 
     def apply(self, workloads: Sequence[Workload], placement: Placement) -> ApplyReport:
         """Write every placed workload's desired state (idempotent, ordered)."""
         states, errors = self._states(workloads, placement)
         try:
-            return self._report(self._writer.apply(states), errors)
+            return self._report(states, self._writer.apply(states), errors)
         except CorralError as err:
-            return ApplyReport(errors=(*errors, f"apply refused: {err}"))
+            return self._report(states, None, errors, refused=f"apply refused: {err}")
 
     def repair(self, workloads: Sequence[Workload], placement: Placement) -> ApplyReport:
         """Write back what drifted."""
         states, errors = self._states(workloads, placement)
         try:
-            return self._report(self._writer.repair(states), errors)
+            return self._report(states, self._writer.repair(states), errors)
         except CorralError as err:
-            return ApplyReport(errors=(*errors, f"repair refused: {err}"))
+            return self._report(states, None, errors, refused=f"repair refused: {err}")
 
     def drift(self, workloads: Sequence[Workload], placement: Placement) -> list[Drift]:
         """Every managed file that differs from the desired state."""
@@ -133,7 +172,7 @@ class CgroupEnforcer:
     def release(self, workloads: Sequence[Workload]) -> ApplyReport:
         """Remove the cgroups corral created for removed workloads (runtime-owned cgroups
         are left to their runtimes)."""
-        errors: list[str] = []
+        errors: list[tuple[str, str]] = []
         for workload in workloads:
             self._located.pop(workload.id, None)
             if workload.cgroup is not None or workload.container_id is not None:
@@ -141,25 +180,55 @@ class CgroupEnforcer:
             try:
                 self._writer.remove(self._settings.created_path(workload))
             except CorralError as err:
-                errors.append(f"{workload.id}: {err}")
-        return ApplyReport(errors=tuple(errors))
+                errors.append((workload.id, str(err)))
+        return ApplyReport(
+            errors=tuple(f"{w}: {m}" for w, m in errors),
+            refused={w: (m,) for w, m in errors},
+        )
 
 
 def make_enforcer(
     topology: Topology,
     *,
-    dry_run: bool,
+    dry_run: bool | None,
     cgroup_root: Path,
     proc_root: Path,
     parent: str,
+    controlled_be_files: frozenset[str] = frozenset(),
 ) -> Enforcer:
-    """The real enforcer when allowed and possible, else a dry run that says why."""
+    """The enforcer ``dry_run`` asks for: True a dry run; False (``--enforce``) the real
+    enforcer, or `InputError` with the reason when this host does not allow it; None the
+    real enforcer when possible, else a dry run that says why. ``controlled_be_files``
+    are the BE box files a colocation controller owns (the enforcer leaves them alone)."""
     if dry_run:
         return DryRunEnforcer(topology, cgroup_parent=parent, reason="--dry-run")
     layout = detect_cgroups(cgroup_root)
     reason = why_dry_run(layout, euid=os.geteuid())
     if reason is not None:
+        if dry_run is False:
+            raise InputError(
+                "enforce",
+                f"cannot enforce: {reason}",
+                f"run as root with the cgroup hierarchies mounted under {cgroup_root} "
+                "(--cgroup-root), or drop --enforce to fall back to a dry run",
+            )
         return DryRunEnforcer(topology, cgroup_parent=parent, reason=reason)
     return CgroupEnforcer(
-        topology, cgroup_root=cgroup_root, proc_root=proc_root, parent=parent, layout=layout
+        topology,
+        cgroup_root=cgroup_root,
+        proc_root=proc_root,
+        parent=parent,
+        layout=layout,
+        controlled_be_files=controlled_be_files,
     )
+
+
+def _owner_of(path: str, leaves: Sequence[DesiredState]) -> str | None:
+    """The workload whose cgroup directory holds ``path`` (the deepest match)."""
+    best: DesiredState | None = None
+    for state in leaves:
+        marker = f"/{state.cgroup}"
+        inside = path.endswith(marker) or f"{marker}/" in path
+        if inside and (best is None or len(state.cgroup) > len(best.cgroup)):
+            best = state
+    return None if best is None else best.name

@@ -16,9 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from corral.agent.predictions import PredictorSettings
+from corral.agent.state import Durability
 from corral.control.config import ColocationConfig, parse_config
 from corral.errors import InputError
 from corral.placement.allocate import Allocator
+from corral.placement.workload import check_cgroup_path
+from corral.topology.cpuset import CpuSet
 
 DEFAULT_PORT = 7781
 
@@ -90,18 +93,36 @@ class AgentSettings(BaseModel):
         default=Path("/sys/fs/cgroup"), description="Where the cgroup hierarchies are mounted."
     )
     proc_root: Path = Field(default=Path("/proc"), description="Where procfs is mounted.")
+    resctrl_root: Path = Field(
+        default=Path("/sys/fs/resctrl"),
+        description="Where resctrl is mounted (Intel RDT: LLC ways and memory bandwidth for "
+        "the controller); without a mounted resctrl there the cache knobs are off and "
+        "/status says so.",
+    )
     cgroup_parent: str = Field(
         default="corral",
         description="Parent cgroup (relative to each hierarchy) of workloads that name no "
         "cgroup of their own.",
     )
-    dry_run: bool = Field(
-        default=False,
-        description="Never write cgroups; record what would be written. Forced on when the "
-        "agent may not write the cgroup hierarchy.",
+    durability: Durability = Field(
+        default=Durability.FULL,
+        description="full: fsync every commit, nothing acknowledged is lost even on power "
+        "loss or a filesystem abort (0.3 ms a commit here); normal: WAL without fsync, "
+        "survives kill -9 of the agent but may lose the last commits of a crash.",
     )
-    allocator: str = Field(
-        default=Allocator.OPTIMAL.value,
+    reset_state: bool = Field(
+        default=False,
+        description="When the state file is corrupt or not corral's, move it aside "
+        "(<path>.corrupt-<time>) and start empty instead of refusing to start.",
+    )
+    dry_run: bool | None = Field(
+        default=None,
+        description="true: never write cgroups, record what would be written; false "
+        "(--enforce): write them or refuse to start with the reason; unset: write them "
+        "when this host allows it, else a dry run that says why.",
+    )
+    allocator: Allocator = Field(
+        default=Allocator.OPTIMAL,
         description="optimal (MIP under the cost model, never worse than greedy) or greedy "
         "(kubelet order).",
     )
@@ -150,6 +171,28 @@ class AgentSettings(BaseModel):
         description="Stored usage older than this is deleted, s (the predictor looks back "
         "one hour; a day leaves room for diagnosis).",
     )
+    reserved_cpus: int | str = Field(
+        default=1,
+        description="CPUs never given to exclusive workloads (kept for the system, kube "
+        "daemons and the BE box's floor; they stay in the shared pool): a count, taken the "
+        "way kubelet's --reserved-cpus / kube-reserved is (packed from the lowest cores), or "
+        "a CPU list such as '0,8'. Default 1, as kubelet's static policy requires a "
+        "reservation; 0 turns it off.",
+    )
+    max_queued_requests: int = Field(
+        default=2000,
+        ge=1,
+        description="Workload writes queued for a decision (or for the store) beyond which "
+        "PUT and DELETE are refused with 429 and Retry-After: past this the queue only adds "
+        "latency (one coalesced decision places a burst of hundreds in tens of ms).",
+    )
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=1,
+        description="API requests in progress beyond which new ones get 429 and Retry-After "
+        "(/healthz and /readyz are always answered): an overloaded agent answers fast "
+        "instead of letting every caller's latency grow.",
+    )
     event_log_keep: int = Field(
         default=10000, ge=100, description="How many event log rows the database keeps."
     )
@@ -177,11 +220,28 @@ class AgentSettings(BaseModel):
             parse_listen(value)
         return value
 
-    @field_validator("allocator")
+    @field_validator("reserved_cpus")
     @classmethod
-    def _check_allocator(cls, value: str) -> str:
-        if value not in {a.value for a in Allocator}:
-            raise ValueError(f"must be one of: {', '.join(a.value for a in Allocator)}")
+    def _check_reserved(cls, value: int | str) -> int | str:
+        if isinstance(value, bool):
+            raise ValueError("give a CPU count or a CPU list such as '0,8'")
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("a count of CPUs must not be negative")
+            return value
+        CpuSet.parse(value)  # names the bad element
+        return value
+
+    @field_validator("cgroup_parent")
+    @classmethod
+    def _check_parent(cls, value: str) -> str:
+        return check_cgroup_path(value)  # relative, no '..', no NUL: the same rule as workloads
+
+    @field_validator("unix_socket", "state_path", "sysfs_root", "cgroup_root", "proc_root")
+    @classmethod
+    def _check_path(cls, value: Path | None) -> Path | None:
+        if value is not None and not str(value).isprintable():
+            raise ValueError(f"{str(value)!r} holds control characters (such as NUL)")
         return value
 
     @field_validator("log_level")

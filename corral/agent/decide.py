@@ -48,7 +48,7 @@ def decide(
     workloads: Sequence[Workload],
     previous: Mapping[str, Assignment],
     *,
-    allocator: str,
+    allocator: Allocator | str,
     budget_ms: float,
     rebalance: bool,
     predicted: Mapping[str, float] | None = None,
@@ -61,14 +61,15 @@ def decide(
     started = time.perf_counter()
     if predicted:
         workloads = with_predictions(workloads, predicted)
-    settings = DecisionSettings(allocator=Allocator(allocator), budget_ms=budget_ms)
+    allocator = Allocator(allocator)
+    settings = DecisionSettings(allocator=allocator, budget_ms=budget_ms)
     kind = EventKind.REBALANCE if rebalance else EventKind.ADD
     held = held_cpus(workloads, previous)
     fallback_reason = ""
     try:
         made = decide_placement(topology, workloads, held, kind=kind, settings=settings)
     except CorralError as err:
-        fallback_reason = f"{allocator} failed: {err}"
+        fallback_reason = f"{allocator.value} failed: {err}"
         greedy = DecisionSettings(allocator=Allocator.GREEDY, budget_ms=budget_ms)
         made = decide_placement(topology, workloads, held, kind=kind, settings=greedy)
     fallback = made.fell_back or bool(fallback_reason)
@@ -85,7 +86,7 @@ def decide(
     }
     return Decision(
         made.placement,
-        Allocator.GREEDY.value if fallback_reason else allocator,
+        Allocator.GREEDY.value if fallback_reason else allocator.value,
         time.perf_counter() - started,
         sum(1 for lost in made.moved.values() if lost),
         fallback=fallback,

@@ -8,10 +8,11 @@ the real cgroup writers lives in `corral.agent.cgroups`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from corral.enforce.marker import OwnerMark
 from corral.placement.assignment import Placement
 from corral.placement.workload import Workload
 from corral.topology.cpuset import CpuSet
@@ -37,6 +38,10 @@ class ApplyReport:
     unchanged: int = 0
     errors: tuple[str, ...] = ()
     lines: tuple[str, ...] = field(default=(), repr=False)
+    covered: frozenset[str] = frozenset()
+    """The workloads this report speaks for (every workload the apply was given)."""
+    refused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Of ``covered``, those with a refused write or an unlocated cgroup: their errors."""
 
 
 class Enforcer(Protocol):
@@ -72,6 +77,10 @@ class Enforcer(Protocol):
         """The workload's cgroup path relative to a hierarchy root, or None if unknown."""
         ...
 
+    def claim(self, mark: OwnerMark) -> None:
+        """Take ownership of the cgroup tree (refuse one another live process owns)."""
+        ...
+
 
 class DryRunEnforcer:
     """Writes nothing; records what it would write, so drift and tests can read it back.
@@ -102,6 +111,9 @@ class DryRunEnforcer:
         if workload.cgroup:
             return workload.cgroup.strip("/")
         return f"{self._parent}/{workload.id}"
+
+    def claim(self, mark: OwnerMark) -> None:
+        """Nothing to own: a dry run writes no cgroup."""
 
     def _wanted(
         self, workloads: Sequence[Workload], placement: Placement

@@ -30,9 +30,10 @@ class EventKind(StrEnum):
 
 @dataclass(eq=False)
 class Event:
-    """One event. ``reply`` is set when a caller waits for the decision that handles it;
-    ``stored`` says whether the workload was already committed (as pending) before it was
-    queued. ``revision`` orders writes of one workload."""
+    """One event. ``reply`` is set when a caller waits for the decision that handles it
+    (``waiter`` is its token for the pure core); ``stored`` says whether the workload was
+    already committed (as pending) before it was queued. ``revision`` orders writes of one
+    workload."""
 
     kind: EventKind
     workload_id: str | None = None
@@ -40,6 +41,7 @@ class Event:
     revision: int = 0
     stored: bool = False
     reply: asyncio.Future[Any] | None = None
+    waiter: int | None = None
     detail: str = ""
     created_s: float | None = None
     at: float = field(default=0.0)

@@ -8,11 +8,14 @@ they can never disagree with the state.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from corral.agent.faults import Task
+from corral.agent.sampler import Coverage
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,9 @@ class Gauges:
     workloads: Mapping[tuple[str, str], int]  # (qos, status) -> count
     queue_depth: int
     drift_outstanding: int
+    faults: Mapping[str, int] = field(default_factory=dict)  # task -> failures in a row
+    effects_depth: int = 0
+    usage: Mapping[str, int] = field(default_factory=dict)  # coverage state -> workloads
 
 
 class _GaugeCollector(Collector):
@@ -44,6 +50,27 @@ class _GaugeCollector(Collector):
             "Files found drifted by the last reconcile and not repaired.",
             gauges.drift_outstanding,
         )
+        yield GaugeMetricFamily(
+            "corral_effects_queue_depth",
+            "Kernel and database writes queued on the effect executor.",
+            gauges.effects_depth,
+        )
+        usage = GaugeMetricFamily(
+            "corral_usage_workloads",
+            "Placed workloads by usage sampling state (no-data: flagged in /status usage).",
+            labels=["state"],
+        )
+        for state in Coverage:
+            usage.add_metric([state.value], gauges.usage.get(state.value, 0))
+        yield usage
+        faults = GaugeMetricFamily(
+            "corral_task_failures_in_a_row",
+            "Expected failures in a row of each agent task (0: healthy); see /status faults.",
+            labels=["task"],
+        )
+        for task in Task:
+            faults.add_metric([task.value], gauges.faults.get(task.value, 0))
+        yield faults
 
 
 class AgentMetrics:

@@ -9,12 +9,16 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from corral.agent.admission import AdmissionMiddleware
 from corral.agent.api import create_app
 from corral.agent.cgroups import make_enforcer
 from corral.agent.config import AgentSettings
@@ -22,17 +26,20 @@ from corral.agent.enforcer import Enforcer
 from corral.agent.metrics import AgentMetrics
 from corral.agent.service import AgentControl, AgentService
 from corral.agent.state import StateStore
-from corral.control.cgroupv1 import CgroupV1Actuator
+from corral.control.actuator import ControlActuator
 from corral.control.config import runtime_from_config
+from corral.control.dcatrun import perf_cgroup_dirs
 from corral.control.evict import BeWorkload
+from corral.control.factory import make_actuator
 from corral.control.metrics import register_metrics
-from corral.control.ownership import be_pool_cores
+from corral.control.ownership import CONTROLLED_FILES, be_pool_cores
 from corral.control.runtime import Actuator, DryRunActuator, MemorySignals
 from corral.enforce.cgroupfs import read_file, write_file
 from corral.enforce.desired import EnforceSettings
-from corral.enforce.detect import Version, detect_cgroups
+from corral.enforce.marker import mark_for
 from corral.errors import InputError
 from corral.placement.assignment import Placement
+from corral.placement.workload import MAX_MEMORY_BYTES
 from corral.topology.source import load_topology
 
 log = logging.getLogger(__name__)
@@ -68,8 +75,25 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
 
 
 def _unix_socket(path: Path) -> socket.socket:
+    """Listen on ``path``, replacing only a stale socket there (never a regular file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise InputError(
+                "unix_socket",
+                f"{path} exists and is not a socket",
+                "give a path that is free or holds a stale corral socket",
+            )
+        if _answers(path):
+            raise InputError(
+                "unix_socket",
+                f"{path} is the socket of a running process",
+                "stop that agent, or give another --unix-socket",
+            )
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # The socket is created 0600 (umask 0177), never briefly world-connectable.
@@ -87,16 +111,34 @@ def _unix_socket(path: Path) -> socket.socket:
     return sock
 
 
-def build_control(
+def controlled_be_files(settings: AgentSettings) -> frozenset[str]:
+    """The agent's BE box files the controller owns: `CONTROLLED_FILES` when the config's
+    controller acts on the agent's own BE box, else none (the enforcer owns them all)."""
+    config = settings.control_config()
+    if config is None:
+        return frozenset()
+    agent_box = EnforceSettings(parent=settings.cgroup_parent).be_box_path
+    if config.cgroups.be not in (None, agent_box):
+        return frozenset()
+    if config.settings.memory.enabled:
+        # senpai's limit on v1 is the box's hard limit (corral.control.memory).
+        return CONTROLLED_FILES | {"memory.limit_in_bytes"}
+    return CONTROLLED_FILES
+
+
+async def build_control(
     settings: AgentSettings, enforcer: Enforcer, service: AgentService
 ) -> AgentControl | None:
     """The colocation controller of the config's control section (None without one).
 
     It acts on ``cgroups.be`` (default: the agent's own BE box, ``<cgroup_parent>/be``)
-    through the cgroup v1 actuator, or records its actions without writing when the agent
-    runs dry. Its actions and mode changes go to the agent's event log. Workloads left
+    through the actuator for this host (`corral.control.factory.make_actuator`: cgroup v1
+    or v2, resctrl where mounted), or records its actions without writing when the agent
+    runs dry. The cache ladders are cut to what the host can do, so the controller never
+    reports ways or bandwidth it cannot set. Its writes go through the agent's effect
+    executor; its actions and mode changes go to the agent's event log. Workloads left
     frozen by an earlier run are thawed now: a new controller starts from a fresh state.
-    Raises `InputError` when the host has no cgroup v1 cpu controller to act on.
+    Raises `InputError` when the host has no writable cpu controller to act on.
     """
     config = settings.control_config()
     if config is None:
@@ -105,32 +147,27 @@ def build_control(
     be = config.cgroups.be or agent_box
     actuator: Actuator
     memory: MemorySignals | None = None
-    real: CgroupV1Actuator | None = None
+    real: ControlActuator | None = None
     if enforcer.dry_run:
         actuator = DryRunActuator()
     else:
-        cpu = detect_cgroups(settings.cgroup_root).hierarchy_of("cpu")
-        if cpu is None or cpu.version is not Version.V1:
-            raise InputError(
-                "control",
-                f"the controller writes cgroup v1 cpu/cpuset/freezer files and "
-                f"{settings.cgroup_root} has no v1 cpu hierarchy",
-                "run the agent on a cgroup v1 host, with --dry-run, or without a control section",
+        lc = config.cgroups.lc
+
+        def made() -> ControlActuator:
+            return make_actuator(
+                cgroup_root=settings.cgroup_root,
+                resctrl_root=settings.resctrl_root,
+                be_group=be,
+                lc_group=lc,
+                writer=write_file,
+                reader=read_file,
             )
-        real = CgroupV1Actuator(
-            cgroup_root=settings.cgroup_root,
-            be_group=be,
-            lc_group=config.cgroups.lc,
-            writer=write_file,
-            reader=read_file,
-        )
-        actuator = memory = real
 
-    def workloads() -> Sequence[BeWorkload]:
-        if be == agent_box or real is None:
-            return [BeWorkload(wid) for wid in service.be_box_workloads()]
-        return [BeWorkload(wid) for wid in real.workloads()]
-
+        made_actuator = await service.effects.run(made)
+        cache = made_actuator.fit_cache(config.settings.cache)
+        config = replace(config, settings=replace(config.settings, cache=cache))
+        actuator = memory = real = made_actuator
+    workloads = _be_workloads(service, real if be != agent_box else None)
     runtime = runtime_from_config(
         config,
         cores=be_pool_cores(service.topology, Placement(assignments={}, pools={})),
@@ -138,46 +175,152 @@ def build_control(
         memory=memory,
         workloads=workloads,
         listener=service.control_event,
+        execute=service.effects.run,
+        perf_cgroup=None if real is None else perf_cgroup_dirs(settings.cgroup_root, be),
     )
     if real is not None:
-        runtime.thaw(real.frozen(), "left frozen by an earlier run of the controller")
-    return AgentControl(runtime, be, agent_box=be == agent_box)
+        frozen = await service.effects.run(real.frozen)
+        await runtime.thaw(frozen, "left frozen by an earlier run of the controller")
+    described = None if real is None else real.describe().to_json()
+    return AgentControl(runtime, be, agent_box=be == agent_box, actuator=described)
 
 
-async def serve(settings: AgentSettings) -> None:
-    """Run the agent until SIGTERM/SIGINT; returns after a clean shutdown."""
+def _be_workloads(
+    service: AgentService, foreign: ControlActuator | None
+) -> Callable[[], Sequence[BeWorkload]]:
+    """The BE workloads the controller may freeze: the agent's own BE workloads, or the
+    child cgroups of a foreign BE box (listed on the effect executor, never on the loop:
+    each call returns the last listing and queues the next)."""
+    if foreign is None:
+        return lambda: [BeWorkload(wid) for wid in service.be_box_workloads()]
+    known: list[BeWorkload] = []
+
+    def refresh() -> None:
+        known[:] = [BeWorkload(wid) for wid in foreign.workloads()]
+
+    def listed() -> Sequence[BeWorkload]:
+        service.effects.submit(refresh, what="list the BE box's workloads")
+        return list(known)
+
+    return listed
+
+
+def _answers(path: Path) -> bool:
+    """True when a process accepts connections on the unix socket at ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def host_memory_bytes(proc_root: Path) -> int | None:
+    """MemTotal of this host in bytes (the bound of any memory request), None if unread."""
+    try:
+        for line in (proc_root / "meminfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "MemTotal":
+                return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _remove_own_socket(path: Path, inode: int | None) -> None:
+    """Unlink ``path`` only while it is still the socket this agent bound (``inode``)."""
+    try:
+        if inode is not None and path.lstat().st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+async def open_service(settings: AgentSettings) -> tuple[AgentService, CollectorRegistry]:
+    """The agent's core as `serve` runs it, not started: topology, state, enforcer, the
+    controller of the config's control section and the metrics registry. The caller owns
+    it: ``await service.start()``, then ``service.run()``, then ``service.close()``."""
     topology = load_topology(settings.topology, sysfs_root=settings.sysfs_root)
-    store = StateStore(settings.state_path)
-    enforcer = make_enforcer(
-        topology,
-        dry_run=settings.dry_run,
-        cgroup_root=settings.cgroup_root,
-        proc_root=settings.proc_root,
-        parent=settings.cgroup_parent,
+    store = StateStore(
+        settings.state_path, durability=settings.durability, reset_corrupt=settings.reset_state
     )
+    try:
+        enforcer = make_enforcer(
+            topology,
+            dry_run=settings.dry_run,
+            cgroup_root=settings.cgroup_root,
+            proc_root=settings.proc_root,
+            parent=settings.cgroup_parent,
+            controlled_be_files=controlled_be_files(settings),
+        )
+        service = AgentService(settings=settings, topology=topology, store=store, enforcer=enforcer)
+    except BaseException:
+        store.close()
+        raise
     if enforcer.dry_run:
         log.warning("agent.dry_run", extra={"why": enforcer.describe()})
-    registry = CollectorRegistry()
-    service = AgentService(settings=settings, topology=topology, store=store, enforcer=enforcer)
-    service.observer = AgentMetrics(registry, service.gauges)
-    sockets: list[tuple[socket.socket, str | None]] = []
     try:
-        service.control = build_control(settings, enforcer, service)
-        if service.control is not None:
-            register_metrics(registry, service.control.runtime.snapshot)
-        await service.start()
+        mark = mark_for("agent", str(settings.state_path), proc_root=settings.proc_root)
+        await service.effects.run(lambda: enforcer.claim(mark))
+    except BaseException:
+        service.close()
+        raise
+    registry = CollectorRegistry()
+    service.observer = AgentMetrics(registry, service.gauges)
+    try:
+        service.control = await build_control(settings, enforcer, service)
+    except BaseException:
+        service.close()
+        raise
+    if service.control is not None:
+        register_metrics(registry, service.control.runtime.snapshot)
+    return service, registry
+
+
+Companion = Callable[[AgentService], Coroutine[Any, Any, None]]
+"""A root task run beside the agent's own (the Kubernetes node integration): it gets the
+started service and runs until cancelled; when it fails, the agent stops with its error."""
+
+
+async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -> None:
+    """Run the agent until SIGTERM/SIGINT; returns after a clean shutdown. Each of
+    ``companions`` runs as one more root task once the service has started."""
+    sockets: list[tuple[socket.socket, str | None]] = []
+    socket_inode: int | None = None
+    # Listen first: an agent that cannot serve must fail before it writes anything.
+    try:
         address = settings.listen_address
         if address is not None:
             sockets.append((_tcp_socket(*address), settings.token))
         if settings.unix_socket is not None:
             sockets.append((_unix_socket(settings.unix_socket), None))
+            socket_inode = settings.unix_socket.lstat().st_ino
         if not sockets:
             raise InputError("listen", "no listener", "give listen or unix_socket")
+        service, registry = await open_service(settings)
+    except BaseException:
+        for sock, _ in sockets:
+            sock.close()
+        if settings.unix_socket is not None:
+            _remove_own_socket(settings.unix_socket, socket_inode)
+        raise
+    memory_bound = host_memory_bytes(settings.proc_root) or MAX_MEMORY_BYTES
+    try:
+        await service.start()
         servers = [
             _Server(
                 uvicorn.Config(
-                    create_app(
-                        service, registry=registry, token=token if settings.needs_token() else None
+                    AdmissionMiddleware(
+                        create_app(
+                            service,
+                            registry=registry,
+                            token=token if settings.needs_token() else None,
+                            max_memory_bytes=memory_bound,
+                        ),
+                        limit=settings.max_concurrent_requests,
                     ),
                     log_config=None,
                     access_log=False,
@@ -196,24 +339,29 @@ async def serve(settings: AgentSettings) -> None:
             log.info("agent.listening", extra={"address": str(name)})
         async with asyncio.TaskGroup() as group:
             core = group.create_task(service.run(), name="core")
+            extra = [
+                group.create_task(companion(service), name=f"companion-{i}")
+                for i, companion in enumerate(companions)
+            ]
             web = [
                 group.create_task(server.serve(sockets=[sock]), name="http")
                 for server, (sock, _) in zip(servers, sockets, strict=True)
             ]
             waiter = group.create_task(stop.wait(), name="signals")
             # A failing core task makes the group cancel this wait and raise its error.
-            await asyncio.wait([core, waiter, *web], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [core, waiter, *web, *extra], return_when=asyncio.FIRST_COMPLETED
+            )
             log.info("agent.stopping")
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*web, return_exceptions=True)
-            core.cancel()
-            waiter.cancel()
+            for task in (core, waiter, *extra):
+                task.cancel()
     finally:
         for sock, _ in sockets:
             sock.close()
         if settings.unix_socket is not None:
-            with contextlib.suppress(FileNotFoundError):
-                settings.unix_socket.unlink()
+            _remove_own_socket(settings.unix_socket, socket_inode)
         service.close()
         log.info("agent.stopped")

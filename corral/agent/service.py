@@ -1,34 +1,58 @@
-"""The agent's asyncio core: one decision task owns the placement; API calls queue events.
+"""The agent's wiring: the event loop, the pure core and the one effect executor.
 
 Root tasks (all cancelled when one dies): the decision loop, the periodic rebalance (with
 jitter), the periodic reconcile (drift check and repair), usage sampling and, when the
 config has a control section, the colocation controller (`AgentControl`).
 
-Every change of the workload set goes through the coalescing queue, so a burst becomes one
-decision, and the decision loop is the only writer of the assignment. A PUT either commits
-the workload as pending and returns (acknowledged, placed by the next decision) or waits
-for the decision and is refused with nothing stored when it cannot be placed.
+* Decisions are `corral.agent.core.step`: pure, computed in a worker thread, so the loop
+  keeps answering while the solver runs.
+* Every write (SQLite commits, the enforcer's cgroup writes, the controller's actuator)
+  goes through one `EffectExecutor`, in order; nothing blocking runs on the loop, and the
+  store is only ever used from that thread.
+* Every change of the workload set goes through the coalescing queue, so a burst becomes
+  one decision, and the decision loop is the only writer of the assignment. A PUT either
+  commits the workload as pending and returns (acknowledged, placed by the next decision)
+  or waits for the decision and is refused alone, with nothing stored, when it cannot be
+  placed.
+* One failure policy (`corral.agent.faults`): expected failures are retried with backoff
+  and shown in /status and the metrics; anything else ends the agent.
+* One owner per cgroup file: with a controller, the enforcer leaves the BE box's CPU and
+  memory-pressure knobs and the BE workloads' cpusets to it (`corral.control.ownership`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
+from corral.agent.admission import OverloadedError
 from corral.agent.config import AgentSettings
+from corral.agent.core import (
+    Answer,
+    AnswerKind,
+    CoreState,
+    Request,
+    StepResult,
+    settle,
+    step,
+)
 from corral.agent.decide import Decision, decide
+from corral.agent.effects import EffectExecutor
 from corral.agent.enforcer import ApplyReport, Drift, Enforcer
 from corral.agent.events import CoalescingQueue, Event, EventKind
+from corral.agent.faults import Faults, Task, is_expected
 from corral.agent.metrics import Gauges
 from corral.agent.observer import NullObserver, Observer
 from corral.agent.predictions import AgentPredictor
-from corral.agent.sampler import UsageSampler, read_usage_ns
+from corral.agent.sampler import UsageSampler, coverage_counts, read_usages
 from corral.agent.state import (
     DecisionRecord,
     LoggedEvent,
@@ -36,19 +60,49 @@ from corral.agent.state import (
     Status,
     StoredWorkload,
 )
-from corral.control.ownership import be_pool, be_pool_cores, confine_be, controlled_by_controller
+from corral.control.ownership import be_pool, be_pool_cores
 from corral.control.runtime import ActionRecord, ColocationRuntime
-from corral.errors import CorralError, PlacementError
+from corral.enforce.usage import UsageReader
+from corral.errors import CorralError, InputError, PlacementError
 from corral.placement.assignment import Assignment, Placement
+from corral.placement.kubelet import take_cpus
 from corral.placement.pools import immovable_cpus
 from corral.placement.workload import Policy, Qos, Workload
+from corral.topology.cpuset import CpuSet
 from corral.topology.model import Topology
 
 log = logging.getLogger(__name__)
 
+RECENT_EVENTS = 50
+"""Events kept in memory for /status (the full log is in the store)."""
+
 
 class ShuttingDownError(CorralError):
     """The agent stopped before it could decide on a request."""
+
+
+class EnforcementState(StrEnum):
+    """Whether the kernel holds a workload's placement."""
+
+    ENFORCED = "enforced"  # every file of its cgroup holds what was decided
+    REFUSED = "refused"  # a write was refused (or its cgroup not found): see the errors
+    PENDING = "pending"  # not applied yet (queued, or refused by placement)
+    DRY_RUN = "dry-run"  # nothing is written on this host
+
+
+@dataclass(frozen=True, slots=True)
+class Enforcement:
+    """A workload's enforcement state and, when refused, each refused write (file, errno)."""
+
+    state: EnforcementState
+    errors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``enforcement`` field of GET /workloads."""
+        return {"state": self.state.value, "errors": list(self.errors)}
+
+
+NOT_APPLIED = Enforcement(EnforcementState.PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +112,7 @@ class WorkloadView:
     stored: StoredWorkload
     assignment: Assignment | None
     usage_cores: float | None
+    enforcement: Enforcement = NOT_APPLIED
 
     def to_json(self) -> dict[str, Any]:
         """JSON for GET /workloads."""
@@ -75,6 +130,7 @@ class WorkloadView:
             "updated_s": self.stored.updated_s,
             "usage_cores": None if usage is None else round(usage, 4),
             "utilisation": None if usage is None else round(usage / w.cpus, 4),
+            "enforcement": self.enforcement.to_json(),
         }
 
 
@@ -83,16 +139,18 @@ class AgentControl:
     """The colocation controller as the agent runs it.
 
     Who owns what (the full rule is `corral.control.ownership`'s): the agent's placement
-    bounds BE to its pool and the controller divides that pool; the agent enforces BE
-    workloads in its box on the controller's CPUs, its reconcile leaves the BE box's CPU
-    knobs (`CONTROLLED_FILES`) to the controller, and the controller re-applies its state
-    after every enforcement write. ``be_cgroup`` is the box the controller acts on;
-    ``agent_box`` says it is the agent's own BE box (its BE workloads live there).
+    bounds BE to its pool and the controller divides that pool; the controller alone
+    writes the BE box's CPU and memory-pressure knobs and the cpusets of the BE workloads
+    in it, and the enforcer's desired state leaves those files out. ``be_cgroup`` is the
+    box the controller acts on; ``agent_box`` says it is the agent's own BE box (its BE
+    workloads live there).
     """
 
     runtime: ColocationRuntime
     be_cgroup: str
     agent_box: bool
+    actuator: Mapping[str, Any] | None = None
+    """What the actuator can and cannot do on this host (None: a dry run writes nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +160,47 @@ class PutResult:
     created: bool
     queued: bool
     view: WorkloadView
+
+
+RESERVED_ID = "reserved-cpus"
+"""The id of the immovable pseudo-workload that holds the reserved CPUs during placement."""
+
+
+def reserved_set(topology: Topology, reserved: int | str) -> CpuSet:
+    """The reserved CPUs: an explicit list (all online), or a count taken kubelet's way
+    (packed from the lowest units, like --reserved-cpus computed from kube-reserved)."""
+    if isinstance(reserved, str):
+        cpus = CpuSet.parse(reserved)
+        offline = cpus - topology.all_cpus
+        if offline:
+            raise InputError(
+                "reserved_cpus", f"CPUs {offline} are not online", f"pick from {topology.all_cpus}"
+            )
+        return cpus
+    if reserved >= len(topology.all_cpus):
+        raise InputError(
+            "reserved_cpus",
+            f"reserving {reserved} of {len(topology.all_cpus)} CPUs leaves none to place on",
+            "reserve fewer CPUs",
+        )
+    return take_cpus(topology, topology.all_cpus, reserved)
+
+
+def _reserved_workload(cpus: CpuSet) -> Workload | None:
+    if not cpus:
+        return None
+    return Workload(
+        id=RESERVED_ID, qos=Qos.SYSTEM, cpus=len(cpus), policy=Policy.IMMOVABLE, cpuset=cpus
+    )
+
+
+def _without_reserved(decision: Decision) -> Decision:
+    placement = decision.placement
+    assignments = {w: a for w, a in placement.assignments.items() if w != RESERVED_ID}
+    refusals = {w: r for w, r in placement.refusals.items() if w != RESERVED_ID}
+    return replace(
+        decision, placement=replace(placement, assignments=assignments, refusals=refusals)
+    )
 
 
 def topology_key(topology: Topology) -> str:
@@ -123,64 +222,113 @@ class AgentService:
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        effects: EffectExecutor | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology
         self.store = store
         self.enforcer = enforcer
         self.observer: Observer = observer or NullObserver()
+        self.effects = effects or EffectExecutor()
+        self.faults = Faults()
         self._clock = clock
         self._rng = rng or random.Random()
         self._queue = CoalescingQueue(
             window_s=settings.coalesce_window_s, max_s=settings.coalesce_max_s
         )
-        self._workloads: dict[str, StoredWorkload] = {}
-        self._placement = Placement(assignments={}, pools={})
+        self._core = CoreState()
+        self._workloads: dict[str, StoredWorkload] = {}  # the core's, plus newer pending
         self._revision = 0
         # Requests queued and not decided yet: id -> (revision, exclusive CPUs asked for).
         self._queued: dict[str, tuple[int, int]] = {}
-        self._decided: dict[str, Workload] = {}  # the specs the current placement is for
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._next_waiter = 0
         self._last_decision: DecisionRecord | None = None
         self._decisions = 0
         self._fallbacks = 0
         self._drift: list[Drift] = []
         self._last_reconcile: dict[str, Any] = {}
-        self._enforce_errors: tuple[str, ...] = ()
+        self._enforce_errors: tuple[str, ...] = ()  # of the last release (removed workloads)
+        self._refused: dict[str, tuple[str, ...]] = {}  # by workload: its refused writes
+        self._enforced: set[str] = set()  # workloads whose last apply wrote everything
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._be_members: tuple[str, ...] = ()
+        self._ready = False
+        self._listeners: list[Callable[[Placement], None]] = []
         self._sampler = UsageSampler(settings.downsample_s)
+        self._usage_reader = UsageReader.at(settings.cgroup_root)
+        self.reserved = reserved_set(topology, settings.reserved_cpus)
+        self._reserved = _reserved_workload(self.reserved)
+        self._views: list[dict[str, Any]] | None = None  # GET /workloads, until a change
         self._started_s = clock()
         self.control: AgentControl | None = None
         self.predictor = AgentPredictor.open(settings.predictor, settings.state_path)
+
+    # --- the store, through the executor ------------------------------------------------
+    async def _store(self, fn: Callable[[], Any]) -> Any:
+        """Run one store call on the effect executor (the store's only thread)."""
+        return await self.effects.run(fn)
+
+    def _log_soon(self, events: Sequence[LoggedEvent], *, decision_id: int | None = None) -> None:
+        """Remember ``events`` for /status and queue their write to the log (ordered with
+        every other write; a failed write is logged and counted by the executor)."""
+        now = self._clock()
+        for event in events:
+            self._remember(now, event, decision_id)
+        if decision_id is None and events:
+            batch = list(events)
+            self.effects.submit(
+                functools.partial(self.store.log_events, now, batch), what="event log"
+            )
+
+    def _remember(self, at_s: float, event: LoggedEvent, decision_id: int | None) -> None:
+        self._recent.appendleft(
+            {
+                "at_s": at_s,
+                "kind": event.kind,
+                "workload_id": event.workload_id,
+                "decision_id": decision_id,
+                "detail": event.detail,
+            }
+        )
 
     # --- life cycle -----------------------------------------------------------------
     async def start(self) -> None:
         """Reload the stored state, re-place if the topology changed (or anything was left
         pending by a crash), and re-apply the assignment to the kernel."""
-        self._workloads = self.store.load_workloads()
-        self._revision = self.store.max_revision()
-        self._decisions = self.store.decision_count()
-        self._last_decision = self.store.last_decision()
-        previous = self.store.load_assignments()
+        store = self.store
+        workloads = await self._store(store.load_workloads)
+        self._revision = await self._store(store.max_revision)
+        self._decisions = await self._store(store.decision_count)
+        self._last_decision = await self._store(store.last_decision)
+        previous = await self._store(store.load_assignments)
+        for row in reversed(await self._store(lambda: store.recent_events(RECENT_EVENTS))):
+            self._recent.appendleft(row)
         key = topology_key(self.topology)
-        stored_key = self.store.meta("topology")
+        stored_key = await self._store(lambda: store.meta("topology"))
         changed = stored_key is not None and stored_key != key
         if changed:
             log.warning(
                 "agent.topology_changed",
-                extra={"online": str(self.topology.all_cpus), "workloads": len(self._workloads)},
+                extra={"online": str(self.topology.all_cpus), "workloads": len(workloads)},
             )
-            self.store.log_events(
-                self._clock(),
-                [LoggedEvent("topology-changed", None, f"online {self.topology.all_cpus}")],
-            )
-        previous = {
+            online = f"online {self.topology.all_cpus}"
+            self._log_soon([LoggedEvent("topology-changed", None, online)])
+        kept = {
             wid: a
             for wid, a in previous.items()
-            if wid in self._workloads
-            and self._workloads[wid].status is not Status.PENDING  # spec may have changed
+            if wid in workloads
+            and workloads[wid].status is not Status.PENDING  # spec may have changed
             and a.cpuset.issubset(self.topology.all_cpus)
         }
-        self._placement = Placement(assignments=previous, pools={})
+        self._core = CoreState(
+            workloads=workloads,
+            placement=Placement(assignments=kept, pools={}),
+            decided={wid: workloads[wid].workload for wid in kept},
+        )
+        self._workloads = dict(workloads)
         await self._decide([], trigger="restart", rebalance=False, topology_changed=changed)
+        self._ready = True
         log.info(
             "agent.started",
             extra={
@@ -192,27 +340,40 @@ class AgentService:
 
     async def run(self) -> None:
         """Run the root tasks until cancelled (or until one of them fails)."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._decision_loop(), name="decisions")
-            group.create_task(
-                self._every(self.settings.rebalance_period_s, self._periodic_rebalance, True),
-                name="rebalance",
-            )
-            group.create_task(
-                self._every(self.settings.reconcile_period_s, self._periodic_reconcile, False),
-                name="reconcile",
-            )
-            group.create_task(
-                self._every(self.settings.sample_period_s, self.sample, False), name="sampler"
-            )
-            if self.control is not None:
-                group.create_task(self.control.runtime.run(), name="control")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._decision_loop(), name="decisions")
+                group.create_task(
+                    self._every(self.settings.rebalance_period_s, self._periodic_rebalance, True),
+                    name="rebalance",
+                )
+                group.create_task(
+                    self._every(self.settings.reconcile_period_s, self._periodic_reconcile, False),
+                    name="reconcile",
+                )
+                group.create_task(
+                    self._guarded(Task.SAMPLER, self.settings.sample_period_s, self.sample),
+                    name="sampler",
+                )
+                if self.control is not None:
+                    group.create_task(self.control.runtime.run(), name="control")
+        except BaseExceptionGroup as group:
+            for error in group.exceptions:
+                if not isinstance(error, asyncio.CancelledError):
+                    log.critical(
+                        "agent.crashed",
+                        extra={"error": f"{type(error).__name__}: {error}"},
+                        exc_info=error,
+                    )
+            raise
 
     def close(self) -> None:
-        """Refuse every queued request that waits and close the store."""
+        """Refuse every queued request that waits, finish the queued writes and close the
+        store."""
         for event in self._queue.drain():
             if event.reply is not None and not event.reply.done():
                 event.reply.set_exception(ShuttingDownError("the agent is shutting down; retry"))
+        self.effects.close()
         self.store.close()
 
     def _unqueue(
@@ -225,11 +386,28 @@ class AgentService:
             else:
                 self._queued[workload_id] = restore
 
-    async def _every(self, period: float, job: Callable[[], Any], jitter: bool) -> None:
+    async def _every(self, period: float, job: Callable[[], Awaitable[Any]], jitter: bool) -> None:
         while True:
             spread = self.settings.rebalance_jitter if jitter else 0.0
             await asyncio.sleep(period * (1 + self._rng.uniform(-spread, spread)))
             await job()
+
+    async def _guarded(self, task: Task, period: float, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` every ``period``; an expected failure is recorded and retried after
+        its backoff (never sooner than the period), anything else ends the agent."""
+        while True:
+            await asyncio.sleep(period)
+            while True:
+                try:
+                    await job()
+                except Exception as err:
+                    if not is_expected(err):
+                        raise
+                    delay = self.faults.failed(task, err, self._clock())
+                    await asyncio.sleep(max(delay, 0.0))
+                    continue
+                self.faults.ok(task, self._clock())
+                break
 
     async def _periodic_rebalance(self) -> None:
         # titus-isolate rebalances when nothing else placed recently: an add or remove
@@ -242,6 +420,7 @@ class AgentService:
         self._queue.put(Event(EventKind.REBALANCE, detail="periodic"))
 
     async def _periodic_reconcile(self) -> None:
+        # Through the queue: a reconcile never runs between a decision and its enforcement.
         self._queue.put(Event(EventKind.RECONCILE, detail="periodic"))
 
     # --- requests -------------------------------------------------------------------
@@ -250,6 +429,8 @@ class AgentService:
         if workload.policy is not Policy.EXCLUSIVE:
             return
         others = [s.workload for wid, s in self._workloads.items() if wid != workload.id]
+        if self._reserved is not None:
+            others.append(self._reserved)
         capacity = len(self.topology.all_cpus - immovable_cpus([*others, workload]))
         held = sum(
             s.workload.whole_cpus
@@ -268,10 +449,40 @@ class AgentService:
                 workload_id=workload.id,
             )
 
+    def _check_queue(self) -> None:
+        """Refuse a write at once when ``max_queued_requests`` are already waiting."""
+        waiting = len(self._queue) + len(self._waiters) + self.effects.depth
+        limit = self.settings.max_queued_requests
+        if waiting >= limit:
+            last = self._last_decision
+            took_s = 0.0 if last is None else last.duration_ms / 1000
+            raise OverloadedError(
+                f"{waiting} workload writes are waiting (limit {limit})",
+                retry_after_s=self.settings.coalesce_max_s + took_s,
+            )
+
+    def _waiter(self) -> tuple[int, asyncio.Future[Any]]:
+        self._next_waiter += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[self._next_waiter] = future
+        return self._next_waiter, future
+
+    async def _wait(self, token: int, future: asyncio.Future[Any]) -> Any:
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if future.done():
+                self._waiters.pop(token, None)
+
     async def put(self, workload: Workload, *, wait: bool) -> PutResult:
         """Create or update a workload. Without ``wait``: committed as pending, placed by the
         next decision. With ``wait``: returns once placed and committed, or raises
-        `PlacementError` with nothing stored."""
+        `PlacementError` with nothing stored; `OverloadedError` when the queue is full."""
+        if workload.id == RESERVED_ID:
+            raise InputError(
+                "id", f"{RESERVED_ID!r} names the agent's reserved CPUs", "choose another id"
+            )
+        self._check_queue()
         self._check_admission(workload)
         before = self._workloads.get(workload.id)
         created = before is None
@@ -291,32 +502,38 @@ class AgentService:
                 now if before is None else before.created_s,
                 now,
             )
+            event = LoggedEvent("queued", workload.id, kind)
             try:
-                self.store.put_pending(stored, event=LoggedEvent("queued", workload.id, kind))
+                await self._store(functools.partial(self.store.put_pending, stored, event=event))
             except BaseException:
                 self._unqueue(workload.id, revision, earlier)
                 raise
+            self._remember(now, event, None)
             self._workloads[workload.id] = stored
+            self._views = None
             self._queue.put(
                 Event(
                     kind, workload.id, workload, revision, stored=True, created_s=stored.created_s
                 )
             )
             return PutResult(created, True, WorkloadView(stored, None, None))
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put(Event(kind, workload.id, workload, revision, reply=reply))
-        view: WorkloadView = await asyncio.shield(reply)
+        token, reply = self._waiter()
+        self._queue.put(Event(kind, workload.id, workload, revision, reply=reply, waiter=token))
+        view: WorkloadView = await self._wait(token, reply)
         return PutResult(created, False, view)
 
     async def delete(self, workload_id: str) -> bool:
         """Remove a workload; False if it is unknown. Returns once the removal is committed."""
         if workload_id not in self._workloads and workload_id not in self._queued:
             return False
+        self._check_queue()
         self._revision += 1
         self._queued[workload_id] = (self._revision, 0)
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put(Event(EventKind.REMOVE, workload_id, None, self._revision, reply=reply))
-        found: bool = await asyncio.shield(reply)
+        token, reply = self._waiter()
+        self._queue.put(
+            Event(EventKind.REMOVE, workload_id, None, self._revision, reply=reply, waiter=token)
+        )
+        found: bool = await self._wait(token, reply)
         return found
 
     async def rebalance(self) -> DecisionRecord | None:
@@ -341,27 +558,73 @@ class AgentService:
             return None
         return WorkloadView(
             stored,
-            self._placement.assignments.get(workload_id),
+            self._core.placement.assignments.get(workload_id),
             self._sampler.latest.get(workload_id),
+            self._enforcement_of(workload_id, stored),
         )
+
+    def _enforcement_of(self, workload_id: str, stored: StoredWorkload) -> Enforcement:
+        if self.enforcer.dry_run:
+            return Enforcement(EnforcementState.DRY_RUN)
+        errors = self._refused.get(workload_id)
+        if errors:
+            return Enforcement(EnforcementState.REFUSED, errors)
+        if stored.status is Status.PLACED and workload_id in self._enforced:
+            return Enforcement(EnforcementState.ENFORCED)
+        return NOT_APPLIED
 
     def views(self) -> list[WorkloadView]:
         """Every workload, by id."""
         return [v for wid in sorted(self._workloads) if (v := self.view(wid)) is not None]
 
+    def workloads_json(self) -> list[dict[str, Any]]:
+        """GET /workloads: built once per change of the workloads, placement or usage (a
+        read model, so a burst of reads costs one serialisation)."""
+        if self._views is None:
+            self._views = [v.to_json() for v in self.views()]
+        return self._views
+
     @property
     def placement(self) -> Placement:
         """The current placement."""
-        return self._placement
+        return self._core.placement
 
     def gauges(self) -> Gauges:
         """What the metrics gauges show now."""
         counts = Counter((s.workload.qos.value, s.status.value) for s in self._workloads.values())
-        return Gauges(dict(counts), len(self._queue), len(self._drift))
+        return Gauges(
+            dict(counts),
+            len(self._queue),
+            len(self._drift),
+            faults={str(f.task): f.count for f in self.faults.open()},
+            effects_depth=self.effects.depth,
+            usage={str(k): v for k, v in coverage_counts(self._sampler.coverage()).items()},
+        )
+
+    def subscribe(self, listener: Callable[[Placement], None]) -> None:
+        """Call ``listener`` on the loop after every committed decision and its
+        enforcement (the Kubernetes integration republishes from it). It must not block:
+        queue work, do not do it."""
+        self._listeners.append(listener)
+
+    def not_ready(self) -> list[str]:
+        """Why the agent cannot take writes now (empty: ready): not started, the state
+        store unusable, or the decisions failing."""
+        reasons: list[str] = []
+        if not self._ready:
+            reasons.append("starting: the stored state is being restored and enforced")
+        failure = self.store.failure
+        if failure is not None:
+            reasons.append(f"state: {failure}")
+        for fault in self.faults.open():
+            if fault.task in (Task.DECISIONS, Task.STORE):
+                reasons.append(f"{fault.task}: {fault.error} ({fault.count} in a row)")
+        return reasons
 
     def status(self) -> dict[str, Any]:
-        """The /status document."""
+        """The /status document (from memory: never waits for the store)."""
         by_status = Counter(s.status.value for s in self._workloads.values())
+        placement = self._core.placement
         return {
             "topology": {"name": self.topology.name, "describe": self.topology.describe()},
             "online": str(self.topology.all_cpus),
@@ -369,11 +632,12 @@ class AgentService:
             "dry_run": self.enforcer.dry_run,
             "enforcer": self.enforcer.describe(),
             "pending_events": len(self._queue),
+            "pending_effects": self.effects.depth,
             "workloads": {"total": len(self._workloads), **dict(by_status)},
             "decisions_total": self._decisions,
             "last_decision": None if self._last_decision is None else self._last_decision.to_json(),
             "solver": {
-                "allocator": self.settings.allocator,
+                "allocator": self.settings.allocator.value,
                 "budget_ms": self.settings.budget_ms,
                 "fallbacks": self._fallbacks,
             },
@@ -381,18 +645,26 @@ class AgentService:
                 "outstanding": [_drift_json(d) for d in self._drift[:100]],
                 "last_reconcile": self._last_reconcile,
             },
-            "enforcement_errors": list(self._enforce_errors),
-            "pools": {name: str(cpus) for name, cpus in self._placement.pools.items()},
+            "enforcement_errors": [
+                *self._enforce_errors,
+                *(f"{wid}: {e}" for wid, errs in sorted(self._refused.items()) for e in errs),
+            ],
+            "faults": [f.to_json() for f in self.faults.open()],
+            "event_log_write_failures": self.effects.submitted_failures,
+            "pools": {name: str(cpus) for name, cpus in placement.pools.items()},
+            "reserved_cpus": str(self.reserved),
             "control": None if self.control is None else self._control_status(self.control),
             "predictions": self.predictor.status(),
-            "recent_events": self.store.recent_events(20),
+            "usage": self.usage_status(),
+            "recent_events": list(self._recent)[:20],
         }
 
     # --- the colocation controller ------------------------------------------------------
     def _control_status(self, control: AgentControl) -> dict[str, Any]:
         doc = control.runtime.status()
         doc["be_cgroup"] = control.be_cgroup
-        doc["be_pool"] = str(be_pool(self.topology, self._placement))
+        doc["actuator"] = control.actuator or {"kind": "dry-run", "can": {}, "cannot": {}}
+        doc["be_pool"] = str(be_pool(self.topology, self._core.placement))
         return doc
 
     def be_box_workloads(self) -> list[str]:
@@ -403,11 +675,12 @@ class AgentService:
             if s.workload.qos is Qos.BE
             and s.workload.cgroup is None
             and s.workload.container_id is None
-            and wid in self._placement.assignments
+            and wid in self._core.placement.assignments
         )
 
     def control_event(self, record: ActionRecord) -> None:
-        """Store one controller action (or mode change) in the event log, with its reason."""
+        """Log one controller action (or mode change) with its reason; never blocks (the
+        write is queued on the effect executor)."""
         if record.kind == "mode":
             kind = "control-mode"
         else:
@@ -415,24 +688,24 @@ class AgentService:
         detail = f"{record.what}: {record.reason}"
         if record.error:
             detail += f" (refused: {record.error})"
-        self.store.log_events(self._clock(), [LoggedEvent(kind, record.workload, detail)])
+        self._log_soon([LoggedEvent(kind, record.workload, detail)])
 
-    def _for_enforcer(self, placement: Placement, *, rebound: bool) -> Placement:
-        """What the enforcer is given: with a controller, BE in the agent's box on the
-        controller's CPUs; ``rebound`` first re-bounds the controller to the BE pool."""
+    async def _rebound_control(self, placement: Placement) -> bool:
+        """Re-bound the controller to the BE pool of ``placement``. When BE loses CPUs (or
+        trades some), its new CPUs are written now, before the enforcer grants them to
+        anyone; returns True when BE only gained CPUs, which are written after."""
         control = self.control
         if control is None:
-            return placement
-        if rebound and control.runtime.set_cores(be_pool_cores(self.topology, placement)):
-            pool = be_pool(self.topology, placement)
-            control.runtime.reapply(f"placement changed the BE pool to {pool}", record=True)
-        if not control.agent_box:
-            return placement
-        return confine_be(placement, self.be_box_workloads(), control.runtime.be_cpus)
-
-    def _control_reapply(self, why: str) -> None:
-        if self.control is not None:
-            self.control.runtime.reapply(f"re-applied after {why}")
+            return False
+        before = control.runtime.be_cpus
+        if not control.runtime.set_cores(be_pool_cores(self.topology, placement)):
+            return False
+        after = control.runtime.be_cpus
+        if before <= after and before != after:
+            return True
+        pool = be_pool(self.topology, placement)
+        await control.runtime.reapply(f"placement changed the BE pool to {pool}", record=True)
+        return False
 
     # --- the decision loop ----------------------------------------------------------
     async def _decision_loop(self) -> None:
@@ -441,14 +714,25 @@ class AgentService:
             try:
                 await self._handle(batch)
             except Exception as err:
-                # A decision that failed leaves the committed state as it was; the callers
-                # waiting on it get the error and the loop carries on with the next batch.
-                log.exception("agent.decision_failed")
+                if not is_expected(err):
+                    raise
+                # The committed state is as it was; the callers waiting on this batch get
+                # the error, and the next batch is tried after the backoff.
+                delay = self.faults.failed(Task.DECISIONS, err, self._clock())
+                retry: list[Event] = []
                 for event in batch:
+                    if event.stored and event.reply is None:
+                        retry.append(event)  # acknowledged: decided again after the backoff
+                        continue
                     if event.workload_id is not None:
                         self._unqueue(event.workload_id, event.revision)
                     if event.reply is not None and not event.reply.done():
                         event.reply.set_exception(err)
+                await asyncio.sleep(delay)
+                for event in retry:
+                    self._queue.put(event)
+            else:
+                self.faults.ok(Task.DECISIONS, self._clock())
 
     async def _handle(self, batch: Sequence[Event]) -> None:
         mutations = [
@@ -467,10 +751,39 @@ class AgentService:
                 if event.reply is not None and not event.reply.done():
                     event.reply.set_result(record)
         if reconciles:
-            summary = await self._reconcile()
+            try:
+                summary = await self._reconcile()
+            except Exception as err:
+                if not is_expected(err):
+                    raise
+                self.faults.failed(Task.RECONCILE, err, self._clock())
+                for event in reconciles:
+                    if event.reply is not None and not event.reply.done():
+                        event.reply.set_exception(err)
+                return
+            self.faults.ok(Task.RECONCILE, self._clock())
             for event in reconciles:
                 if event.reply is not None and not event.reply.done():
                     event.reply.set_result(summary)
+
+    def _requests(self, events: Sequence[Event]) -> list[Request]:
+        out: list[Request] = []
+        for event in events:
+            if event.workload_id is None:
+                raise CorralError(f"a {event.kind} event without a workload id")
+            out.append(
+                Request(
+                    kind=event.kind,
+                    workload_id=event.workload_id,
+                    workload=event.workload,
+                    revision=event.revision,
+                    stored=event.stored,
+                    waiter=event.waiter,
+                    created_s=event.created_s,
+                    detail=event.detail,
+                )
+            )
+        return out
 
     async def _decide(
         self,
@@ -481,125 +794,86 @@ class AgentService:
         topology_changed: bool = False,
     ) -> DecisionRecord:
         now = self._clock()
-        working = dict(self._workloads)
-        previous = dict(self._placement.assignments)
-        removed: dict[str, int] = {}
-        released: dict[str, Workload] = {}
-        waiters: dict[str, list[Event]] = {}  # PUTs that wait for this decision, by id
-        unstored: set[str] = set()  # ids whose latest version here is not committed yet
-        removes: list[Event] = []
-        for event in events:
-            wid = event.workload_id
-            assert wid is not None
-            if event.kind is EventKind.REMOVE:
-                old = working.pop(wid, None)
-                previous.pop(wid, None)
-                removed[wid] = event.revision
-                if old is not None:
-                    released[wid] = old.workload
-                removes.append(event)
-                unstored.discard(wid)
-                for waiter in waiters.pop(wid, []):
-                    # Acknowledged in order: the PUT happened, then the removal.
-                    _resolve(waiter, WorkloadView(_pending(waiter, now), None, None))
-                continue
-            assert event.workload is not None
-            old = working.get(wid)
-            if self._decided.get(wid) != event.workload:
-                previous.pop(wid, None)  # a changed spec may get other CPUs
-            working[wid] = StoredWorkload(
-                event.workload,
-                Status.PENDING,
-                "",
-                event.revision,
-                old.created_s if old is not None else (event.created_s or now),
-                now,
-            )
-            removed.pop(wid, None)
-            released.pop(wid, None)
-            if event.stored:
-                unstored.discard(wid)
-            else:
-                unstored.add(wid)
-            if event.reply is not None:
-                waiters.setdefault(wid, []).append(event)
-        predicted = await asyncio.to_thread(
-            self.predictor.predicted, [s.workload for s in working.values()], now
-        )
-        while True:
-            decision: Decision = await asyncio.to_thread(
-                decide,
+        requests = self._requests(events)
+        core = self._core
+        specs = [s.workload for s in core.workloads.values()] + [
+            r.workload for r in requests if r.workload is not None
+        ]
+        predicted = await asyncio.to_thread(self.predictor.predicted, specs, now)
+
+        reserved = [] if self._reserved is None else [self._reserved]
+
+        def place(workloads: Sequence[Workload], previous: Mapping[str, Assignment]) -> Decision:
+            decision = decide(
                 self.topology,
-                [s.workload for s in working.values()],
+                [*workloads, *reserved],
                 previous,
                 allocator=self.settings.allocator,
                 budget_ms=self.settings.budget_ms,
                 rebalance=rebalance,
                 predicted=predicted,
             )
-            refused = [wid for wid in decision.placement.refusals if wid in unstored]
-            if not refused:
-                break
-            for wid in refused:
-                unstored.discard(wid)
-                error = PlacementError(decision.placement.refusals[wid].reason, workload_id=wid)
-                for waiter in waiters.pop(wid, []):
-                    if waiter.reply is not None and not waiter.reply.done():
-                        waiter.reply.set_exception(error)
-                if wid in self._workloads:
-                    working[wid] = self._workloads[wid]
-                    if wid in self._placement.assignments:
-                        previous[wid] = self._placement.assignments[wid]
-                else:
-                    working.pop(wid)
-        placement = decision.placement
-        final: dict[str, StoredWorkload] = {}
-        for wid, stored in working.items():
-            if wid in placement.assignments:
-                final[wid] = replace(stored, status=Status.PLACED, reason="")
-            else:
-                refusal = placement.refusals.get(wid)
-                final[wid] = replace(
-                    stored,
-                    status=Status.REFUSED,
-                    reason=refusal.reason if refusal else "not placed",
-                )
-        logged = [LoggedEvent(e.kind.value, e.workload_id, e.detail) for e in events] or [
-            LoggedEvent(trigger, None, "topology changed" if topology_changed else "")
-        ]
-        detail = dict(decision.detail)
-        detail.update({"fallback": decision.fallback, "adopted": decision.adopted})
-        record = self.store.commit_decision(
-            at_s=now,
-            trigger=trigger,
-            events=logged,
-            workloads=final.values(),
-            removed=removed,
-            assignments=placement.assignments,
-            duration_ms=decision.duration_s * 1000,
-            allocator=decision.allocator,
-            moves=decision.moves,
-            detail=detail,
-            topology_key=topology_key(self.topology),
+            return _without_reserved(decision) if reserved else decision
+
+        result: StepResult = await asyncio.to_thread(
+            functools.partial(
+                step,
+                core,
+                requests,
+                now,
+                place=place,
+                trigger=trigger,
+                topology_changed=topology_changed,
+            )
         )
-        merged = dict(final)
-        for wid, current in self._workloads.items():
-            # Writes acknowledged while this decision was computed stay for the next one.
-            decided = max(final[wid].revision if wid in final else 0, removed.get(wid, 0))
-            if current.revision > decided:
-                merged[wid] = current
-        self._workloads = merged
-        self._decided = {wid: s.workload for wid, s in final.items()}
-        self._placement = placement
-        self._last_decision = record
-        self._decisions += 1
+        record = await self._commit(result)
         for event in events:
             if event.workload_id is not None:
                 self._unqueue(event.workload_id, event.revision)
+        try:
+            await self._enforce(result)
+        finally:
+            # Committed: the callers are told even when the kernel refused a write (the
+            # workload's status and /status say so).
+            for answer in result.answers:
+                self._answer(answer)
+            for listener in self._listeners:
+                listener(self._core.placement)
+        return record
+
+    async def _commit(self, result: StepResult) -> DecisionRecord:
+        """Store the decision (the acknowledgement point), then make it the agent's."""
+        commit = result.commit
+        key = topology_key(self.topology)
+
+        def write() -> DecisionRecord:
+            return self.store.commit_decision(
+                at_s=commit.at_s,
+                trigger=commit.trigger,
+                events=commit.events,
+                workloads=commit.workloads,
+                removed=commit.removed,
+                assignments=commit.assignments,
+                duration_ms=commit.duration_ms,
+                allocator=commit.allocator,
+                moves=commit.moves,
+                detail=commit.detail,
+                topology_key=key,
+            )
+
+        record: DecisionRecord = await self._store(write)
+        self._workloads = settle(self._workloads, result)
+        self._core = result.state
+        self._views = None
+        self._last_decision = record
+        self._decisions += 1
+        for event in commit.events:
+            self._remember(commit.at_s, event, record.id)
+        decision = result.decision
         if decision.fallback:
             self._fallbacks += 1
         self.observer.decision(
-            trigger=trigger.split("+", maxsplit=1)[0],
+            trigger=commit.trigger.split("+", maxsplit=1)[0],
             duration_s=decision.duration_s,
             fallback=decision.fallback,
         )
@@ -609,129 +883,145 @@ class AgentService:
             "agent.decision",
             extra={
                 "decision": record.id,
-                "trigger": trigger,
-                "events": len(events),
-                "workloads": len(final),
+                "trigger": commit.trigger,
+                "events": len(commit.events),
+                "workloads": len(commit.workloads),
                 "duration_ms": round(record.duration_ms, 3),
                 "moves": record.moves,
             },
         )
-        await self._enforce(final, placement, released)
-        for wid, events_of in waiters.items():
-            refused_error: PlacementError | None = None
-            if wid in placement.refusals:
-                refused_error = PlacementError(placement.refusals[wid].reason, workload_id=wid)
-            for waiter in events_of:
-                if (
-                    refused_error is not None
-                    and waiter.reply is not None
-                    and not waiter.reply.done()
-                ):
-                    waiter.reply.set_exception(refused_error)
-                else:
-                    _resolve(waiter, self.view(wid) or WorkloadView(working[wid], None, None))
-        for event in removes:
-            if event.reply is not None and not event.reply.done():
-                event.reply.set_result(True)
         return record
 
-    async def _enforce(
-        self,
-        workloads: Mapping[str, StoredWorkload],
-        placement: Placement,
-        released: Mapping[str, Workload],
-    ) -> None:
-        items = [s.workload for s in workloads.values()]
-        placement = self._for_enforcer(placement, rebound=True)
+    def _answer(self, answer: Answer) -> None:
+        future = self._waiters.pop(answer.waiter, None)
+        if future is None or future.done():
+            return
+        wid = answer.workload_id
+        if answer.kind is AnswerKind.REFUSED:
+            future.set_exception(PlacementError(answer.reason, workload_id=wid))
+        elif answer.kind is AnswerKind.REMOVED:
+            future.set_result(True)
+        elif answer.kind is AnswerKind.PENDING and answer.stored is not None:
+            future.set_result(WorkloadView(answer.stored, None, None))
+        else:
+            view = self.view(wid)
+            if view is None and answer.stored is not None:
+                view = WorkloadView(answer.stored, None, None)
+            future.set_result(view)
+
+    async def _enforce(self, result: StepResult) -> None:
+        """Write the decision into the kernel, ordered with the controller's writes: BE
+        gives up CPUs before the enforcer grants them, and takes new ones only after."""
+        enforce = result.enforce
+        grow_after = await self._rebound_control(enforce.placement)
         reports: list[ApplyReport] = []
-        if released:
-            reports.append(await asyncio.to_thread(self.enforcer.release, list(released.values())))
-        reports.append(await asyncio.to_thread(self.enforcer.apply, items, placement))
-        self._control_reapply("a placement was enforced")
+        if enforce.released:
+            released = list(enforce.released)
+            reports.append(await self.effects.run(lambda: self.enforcer.release(released)))
+        items, placement = list(enforce.workloads), enforce.placement
+        reports.append(await self.effects.run(lambda: self.enforcer.apply(items, placement)))
+        members = tuple(self.be_box_workloads())
+        if self.control is not None:
+            if grow_after:
+                pool = be_pool(self.topology, enforce.placement)
+                await self.control.runtime.reapply(
+                    f"placement changed the BE pool to {pool}", record=True
+                )
+            elif members != self._be_members:
+                # New BE cgroups get their CPUs from the controller, their owner.
+                await self.control.runtime.reapply("the BE workloads in the box changed")
+        self._be_members = members
+        for report in reports:
+            self._account(report)
         errors = tuple(e for r in reports for e in r.errors)
-        self._enforce_errors = errors
+        self._enforce_errors = reports[0].errors if enforce.released else ()
         if errors:
             self.observer.write_errors(len(errors))
             log.warning("agent.enforce_errors", extra={"count": len(errors), "first": errors[0]})
 
+    def _account(self, report: ApplyReport) -> None:
+        """Record, per workload, what the kernel holds after ``report``: errors clear as
+        soon as an apply writes the workload's files."""
+        for wid in report.covered:
+            refused = report.refused.get(wid)
+            if refused:
+                self._refused[wid] = refused
+                self._enforced.discard(wid)
+            else:
+                self._refused.pop(wid, None)
+                self._enforced.add(wid)
+        gone = (set(self._refused) | self._enforced) - set(self._workloads)
+        for wid in gone:
+            self._refused.pop(wid, None)
+            self._enforced.discard(wid)
+        self._views = None
+
     async def _reconcile(self) -> dict[str, Any]:
+        """Check drift of the enforcer's files and repair it; the controller re-writes its
+        own files (each file is repaired by its owner only)."""
         items = [s.workload for s in self._workloads.values()]
-        placement = self._for_enforcer(self._placement, rebound=False)
-
-        async def drift() -> list[Drift]:
-            found = await asyncio.to_thread(self.enforcer.drift, items, placement)
-            if self.control is None:
-                return found
-            box = self.control.be_cgroup  # the BE box's CPU knobs are the controller's
-            return [d for d in found if not controlled_by_controller(d.file, box)]
-
-        found = await drift()
+        placement = self._core.placement
+        found = await self.effects.run(lambda: self.enforcer.drift(items, placement))
         remaining = found
         report = ApplyReport()
         if found:
-            report = await asyncio.to_thread(self.enforcer.repair, items, placement)
-            remaining = await drift()
-        self._control_reapply("a reconcile")
-        repaired = len(found) - len(remaining)
+            report = await self.effects.run(lambda: self.enforcer.repair(items, placement))
+            self._account(report)
+            remaining = await self.effects.run(lambda: self.enforcer.drift(items, placement))
+        if self.control is not None:
+            await self.control.runtime.reapply("re-applied by the periodic reconcile")
+        repaired = max(len(found) - len(remaining), 0)
         self._drift = list(remaining)
         if report.errors:
             self.observer.write_errors(len(report.errors))
-        self.observer.drift(found=len(found), repaired=max(repaired, 0))
+        self.observer.drift(found=len(found), repaired=repaired)
         now = self._clock()
         self._last_reconcile = {
             "at_s": now,
             "found": [_drift_json(d) for d in found[:100]],
             "found_total": len(found),
-            "repaired": max(repaired, 0),
+            "repaired": repaired,
             "errors": list(report.errors[:20]),
         }
         if found:
-            log.warning("agent.drift", extra={"found": len(found), "repaired": max(repaired, 0)})
-            self.store.log_events(
-                now,
+            log.warning("agent.drift", extra={"found": len(found), "repaired": repaired})
+            self._log_soon(
                 [
                     LoggedEvent("drift", d.workload_id, f"{d.file}: {d.got!r} -> {d.want!r}")
                     for d in found[:100]
-                ],
+                ]
             )
-        self.store.prune(
-            keep_events=self.settings.event_log_keep,
-            keep_decisions=self.settings.event_log_keep,
-            usage_before_s=now - self.settings.usage_retention_s,
+        settings = self.settings
+        await self._store(
+            lambda: self.store.prune(
+                keep_events=settings.event_log_keep,
+                keep_decisions=settings.event_log_keep,
+                usage_before_s=now - settings.usage_retention_s,
+            )
         )
         return self._last_reconcile
 
     # --- usage sampling -------------------------------------------------------------
     async def sample(self) -> None:
-        """Read every placed workload's CPU time and store finished windows."""
-        targets: dict[str, tuple[str, float]] = {}
-        for wid, stored in self._workloads.items():
-            cgroup = self.enforcer.cgroup_of(stored.workload)
-            if cgroup is not None and stored.status is Status.PLACED:
-                targets[wid] = (cgroup, stored.workload.cpus)
-        root = self.settings.cgroup_root
+        """Read every placed workload's CPU time (off the loop) and store finished windows;
+        a workload without usage data is flagged in /status and the metrics."""
+        placed = {w: s for w, s in self._workloads.items() if s.status is Status.PLACED}
+        targets = {w: self.enforcer.cgroup_of(s.workload) for w, s in placed.items()}
+        capacities = {w: float(s.workload.cpus) for w, s in placed.items()}
+        results = await asyncio.to_thread(read_usages, self._usage_reader, targets)
+        rows = self._sampler.record(self._clock(), results, capacities)
+        self._views = None
+        if rows:
+            await self._store(lambda: self.store.add_usage(rows))
 
-        def read() -> dict[str, tuple[int, float]]:
-            out: dict[str, tuple[int, float]] = {}
-            for wid, (cgroup, capacity) in targets.items():
-                usage = read_usage_ns(root, cgroup)
-                if usage is not None:
-                    out[wid] = (usage, capacity)
-            return out
-
-        readings = await asyncio.to_thread(read)
-        rows = self._sampler.observe(self._clock(), readings)
-        self.store.add_usage(rows)
-
-
-def _pending(event: Event, now: float) -> StoredWorkload:
-    assert event.workload is not None
-    return StoredWorkload(event.workload, Status.PENDING, "", event.revision, now, now)
-
-
-def _resolve(event: Event, value: Any) -> None:
-    if event.reply is not None and not event.reply.done():
-        event.reply.set_result(value)
+    def usage_status(self) -> dict[str, Any]:
+        """The ``usage`` section of /status: where usage is read and each workload's state."""
+        coverage = self._sampler.coverage()
+        return {
+            "reader": self._usage_reader.describe(),
+            "counts": {str(k): v for k, v in coverage_counts(coverage).items()},
+            "workloads": {wid: c.to_json() for wid, c in coverage.items()},
+        }
 
 
 def _drift_json(drift: Drift) -> dict[str, str]:

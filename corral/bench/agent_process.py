@@ -73,9 +73,13 @@ class AgentProcess:
 
     @property
     def pid(self) -> int:
-        """The process id."""
-        assert self.proc is not None
-        return self.proc.pid
+        """The process id (`CorralError` before `start`)."""
+        return self._process().pid
+
+    def _process(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise CorralError("the agent was not started: call start() first")
+        return self.proc
 
     def start(self, *, timeout_s: float = 30.0) -> AgentProcess:
         """Start the agent and wait until it answers /healthz (or its socket exists)."""
@@ -136,14 +140,14 @@ class AgentProcess:
 
     def terminate(self, *, timeout_s: float = 15.0) -> int:
         """SIGTERM, wait, and return the exit code (SIGKILL if it does not stop in time)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        proc = self._process()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=timeout_s)
+                proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
-        return self.proc.returncode
+        return proc.returncode
 
     def __enter__(self) -> AgentProcess:
         return self.start() if self.proc is None else self

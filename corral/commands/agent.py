@@ -90,6 +90,13 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML file of agent settings.")
     ] = None,
+    reset_state: Annotated[
+        bool | None,
+        typer.Option(
+            "--reset-state",
+            help="Move a corrupt state file aside (<path>.corrupt-<time>) and start empty.",
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
     log_format: Annotated[
         LogFormat | None, typer.Option(help="human (default) or json lines.")
@@ -111,6 +118,7 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
                 "cgroup_root": cgroup_root,
                 "log_level": log_level,
                 "log_format": log_format,
+                "reset_state": reset_state,
             },
         )
         _configure_logging(settings.log_level, settings.log_format)

@@ -12,6 +12,7 @@ from rich.table import Table
 from corral.commands.common import clear_errors, console, print_json, topology_from
 from corral.enforce.desired import DesiredState, EnforceSettings, desired_states
 from corral.enforce.enforcer import Enforcer
+from corral.enforce.marker import mark_for
 from corral.enforce.report import ApplyReport, DriftReport
 from corral.errors import InputError
 from corral.placement.allocate import Allocator, allocate
@@ -103,6 +104,8 @@ def apply(  # noqa: PLR0917 - typer maps parameters to options
             parent=parent,
             be_memory_max=be_memory_max,
         )
+        if not dry_run:
+            prepared.enforcer.check_owner(mark_for("apply", ""))
         report = prepared.enforcer.apply(prepared.states, dry_run=dry_run)
     layout = prepared.enforcer.layout
     refusals = prepared.placement.refusals

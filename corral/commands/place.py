@@ -137,7 +137,8 @@ def place(  # noqa: PLR0917 - typer maps parameters to options
             else:
                 console().print(str(cpus))
             return
-        assert workloads is not None
+        if workloads is None:  # excluded by the check above
+            fail("give exactly one of --request N or --workloads FILE")
         weights = CostWeights.parse_overrides(weight or [])
         items = load_workloads(workloads)
         before = load_previous(previous) if previous is not None else {}

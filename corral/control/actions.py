@@ -52,6 +52,22 @@ class SetCache:
 
 
 @dataclass(frozen=True, slots=True)
+class WayGrant:
+    """One workload's LLC capacity bitmask (contiguous ways)."""
+
+    workload: str
+    mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetWorkloadWays:
+    """resctrl: per-workload LLC masks from the dCat manager (`corral.control.dcat`)."""
+
+    grants: tuple[WayGrant, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Freeze:
     """Freeze one BE workload (cgroup freezer)."""
 
@@ -75,7 +91,17 @@ class Evict:
     reason: str
 
 
-Action = SetCpus | SetWeight | SetQuota | SetMemoryHigh | SetCache | Freeze | Thaw | Evict
+Action = (
+    SetCpus
+    | SetWeight
+    | SetQuota
+    | SetMemoryHigh
+    | SetCache
+    | SetWorkloadWays
+    | Freeze
+    | Thaw
+    | Evict
+)
 
 
 def describe(action: Action) -> str:
@@ -99,6 +125,8 @@ def describe(action: Action) -> str:
                 if lc is not None and be is not None
                 else f"cache mb={mb}"
             )
+        case SetWorkloadWays(grants=grants):
+            return "ways " + " ".join(f"{g.workload}={g.mask:#x}" for g in grants)
         case Freeze(workload=w):
             return f"freeze {w}"
         case Thaw(workload=w):

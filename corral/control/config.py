@@ -9,28 +9,63 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
             lc_overlap: true}
     weight: {ladder: [idle, "2"], grow_slack: 0.5, quota_ladder: [0.25, 0.5]}
     cache: {total_ways: 0, min_ways: 1, mb_ladder: []}
-    memory: {enabled: false, pressure_us: 10000, pressure_window_s: 6, max_bytes: null}
+    memory: {enabled: false, pressure_us: 10000, interval_s: 6, max_bytes: null}
     evict: {freeze_after_periods: 1, evict: false, evict_after_s: 300, thaw_interval_s: 15}
+    dcat: {enabled: false, min_ways: 1, gain: 0.05, loss_tolerance: 0.03,
+           streaming_mpki: 5.0, miss_fall: 0.05, phase_change: 0.25, settle_periods: 1}
     sub_period_s: 2
+    no_signal_floor_after: null     # top periods without a signal before BE is floored
     cgroups: {be: null, lc: null}   # the agent's BE box by default; see ControlCgroups
     workloads:
       - name: memcached
         slo: {percentile: 99, target_ms: 1.0, window_s: 15}
         peak_rps: 100000
-        latency: {kind: probe, protocol: memcached, port: 11211, rate_hz: 20}
+        latency: {kind: probe, protocol: memcached, port: 11211, rate_hz: 20,
+                  timeout_s: 1, min_samples: 10}
       - name: api
         slo: {target_ms: 50}
         latency: {kind: prometheus, url: "http://127.0.0.1:9100/metrics",
-                  metric: http_request_duration_seconds}
+                  metric: http_request_duration_seconds, timeout_s: 1, min_samples: 1}
       - name: batch-frontend
         slo: {target_ms: 20}
-        latency: {kind: file, path: /run/frontend/latency.json, latency_field: p99_ms}
+        latency: {kind: file, path: /run/frontend/latency.json, latency_field: p99_ms,
+                  stale_s: 5, timeout_s: 1}
 
 Unknown keys and wrong types are refused with the dotted path of the field.
+
+``dcat`` is the per-workload LLC manager (`corral.control.dcat`, after dCat, EuroSys 2018):
+it divides BE's ways of the ``cache`` ladder among the BE workloads by their measured
+performance, one step per sub-controller period. Off by default, because it needs what
+most hosts lack - resctrl with L3 CAT (``cache.total_ways`` set to the host's width) and a
+per-workload performance signal (hardware counters, or a BE throughput the caller
+supplies) - and because each workload takes a CLOSID of the few the CPU has (often 16).
+Enabled where it cannot run (this project's VM: no RDT, no hardware counters), the agent
+says so in /status (``control.dcat.running: false`` with ``why``) and in one log line,
+and writes nothing. Its settings, all relative to a workload's reference performance:
+``min_ways`` (ways, raised to ``info/L3/min_cbm_bits``) is the fewest a workload keeps;
+``gain`` (fraction, 0.05: above IPC noise) is what one more way must add to keep it;
+``loss_tolerance`` (fraction, 0.03) what a donor may lose per way given;
+``streaming_mpki`` (LLC misses per 1000 instructions, 5) marks a workload whose misses do
+not fall (by ``miss_fall``, fraction 0.05) with one more way as streaming, sent to
+``min_ways``; ``phase_change`` (fraction, 0.25) is the performance move at unchanged ways
+that restarts a workload's search; ``settle_periods`` (sub periods, 1) lets the cache
+refill before a step is judged.
+
+What the sources promise (see `corral.control.signals`): none blocks the event loop. A
+``probe`` runs as a task of its own and a refused or timed-out probe is a failure, not a
+latency sample; a ``prometheus`` source scrapes with one async HTTP client of its own,
+every scrape bounded by ``timeout_s`` (default 1 s; a scrape that takes longer is a
+``slow`` signal, "no answer within 1.0 s"); a ``file`` is read in a worker thread, also
+bounded by ``timeout_s``. Each source is also bounded, as a backstop, by its
+``timeout_s`` plus `READ_MARGIN_S`. A source that is slow, failed or has fewer than
+``min_samples`` samples gives no signal: the controller holds BE, and any one LC workload
+without a signal holds it for all (`corral.control.combine`). Probers and scrape clients
+are services of the runtime: `runtime_from_config` starts and stops them with its loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import types
 import typing
@@ -40,20 +75,37 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from corral.control.combine import CombinedSource, LcSignal
 from corral.control.controller import Controller, ControllerSettings
+from corral.control.dcat import DcatSettings
+from corral.control.dcatrun import (
+    CounterSampler,
+    DcatRunner,
+    HostSampler,
+    PerfSampler,
+    ThroughputSampler,
+)
 from corral.control.evict import BeWorkload
 from corral.control.filesource import FileSource
 from corral.control.probe import ProbeKind, Prober, ProbeSettings
-from corral.control.runtime import ActionRecord, Actuator, ColocationRuntime, MemorySignals
-from corral.control.scrape import ScrapeSource
+from corral.control.runtime import (
+    ActionRecord,
+    Actuator,
+    ColocationRuntime,
+    Executor,
+    MemorySignals,
+    Service,
+    SignalSource,
+)
+from corral.control.scrape import HttpFetch, ScrapeSource
 from corral.control.slo import Slo
-from corral.errors import CorralError, InputError
+from corral.errors import InputError
 from corral.topology.cpuset import CpuSet
 
 LATENCY_KINDS = ("probe", "prometheus", "file")
+READ_MARGIN_S = 1.0
+"""Seconds beyond a source's own timeout before its read is cancelled as slow (a source
+that hangs in spite of its timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +133,45 @@ class ControlCgroups:
 
 
 @dataclass(frozen=True, slots=True)
+class DcatConfig:
+    """The ``dcat`` block: whether the per-workload cache manager runs, and its settings
+    (see the module docstring for units and defaults)."""
+
+    enabled: bool = False
+    """Off by default: it needs resctrl with L3 CAT and a per-workload signal, and one
+    CLOSID per BE workload."""
+    settings: DcatSettings = dataclasses.field(default_factory=DcatSettings)
+
+
+def parse_dcat(raw: Any, where: str = "dcat") -> DcatConfig:
+    """`DcatConfig` from the ``dcat`` mapping (``enabled`` plus `DcatSettings` fields)."""
+    if not isinstance(raw, Mapping):
+        raise InputError(where, "must be a mapping", "write e.g. {enabled: true}")
+    known = {"enabled", *(f.name for f in dataclasses.fields(DcatSettings))}
+    unknown = sorted(str(k) for k in raw if k not in known)
+    if unknown:
+        raise InputError(
+            f"{where}.{unknown[0]}", "unknown setting", f"known: {', '.join(sorted(known))}"
+        )
+    rest = {k: v for k, v in raw.items() if k != "enabled"}
+    enabled = _coerce(bool, raw.get("enabled", False), f"{where}.enabled")
+    return DcatConfig(enabled, build(DcatSettings, rest, where))
+
+
+@dataclass(frozen=True, slots=True)
 class ColocationConfig:
     """Parsed configuration: controller settings and one entry per LC workload."""
 
     settings: ControllerSettings
     workloads: tuple[Mapping[str, Any], ...]
     cgroups: ControlCgroups = ControlCgroups()
+    dcat: DcatConfig = DcatConfig()
 
-    def signals(self) -> tuple[list[LcSignal], list[Prober]]:
-        """Build the latency sources; probers are returned too (they must be started)."""
+    def signals(self) -> tuple[list[LcSignal], list[Service]]:
+        """Build the latency sources, and the services behind them (probers, scrape
+        clients) that must be started before reading and stopped afterwards."""
         out: list[LcSignal] = []
-        probers: list[Prober] = []
+        services: list[Service] = []
         for i, raw in enumerate(self.workloads):
             where = f"workloads[{i}]"
             name = _str(raw.get("name"), f"{where}.name")
@@ -117,11 +197,19 @@ class ColocationConfig:
                 raise InputError(
                     f"{where}.latency", "is missing", "give kind: probe|prometheus|file"
                 )
-            source, prober = _source(latency, slo, f"{where}.latency")
-            if prober is not None:
-                probers.append(prober)
-            out.append(LcSignal(name, slo, source, float(peak) if peak is not None else None))
-        return out, probers
+            source, service, timeout = _source(latency, slo, name, f"{where}.latency")
+            if service is not None:
+                services.append(service)
+            out.append(
+                LcSignal(
+                    name,
+                    slo,
+                    source,
+                    float(peak) if peak is not None else None,
+                    timeout_s=timeout + READ_MARGIN_S,
+                )
+            )
+        return out, services
 
 
 def runtime_from_config(
@@ -132,21 +220,47 @@ def runtime_from_config(
     memory: MemorySignals | None = None,
     workloads: Callable[[], typing.Sequence[BeWorkload]] | None = None,
     listener: Callable[[ActionRecord], None] | None = None,
+    execute: Executor | None = None,
+    perf_cgroup: Callable[[str], Path] | None = None,
+    be_throughput: Callable[[], Mapping[str, float | None]] | None = None,
+    dcat_sampler: PerfSampler | None = None,
 ) -> ColocationRuntime:
     """A runtime for the agent: the combined LC sources, the controller for ``cores`` (the
-    physical cores BE may be given), probers started and stopped with the runtime, every
-    action and mode change handed to ``listener``."""
-    signals, probers = config.signals()
+    physical cores BE may be given), probers and scrape clients started and stopped with
+    the runtime, every action, mode change and signal transition handed to ``listener``
+    (called on the event loop: it must not block). ``execute`` runs the memory readings
+    and the actuator's writes (default `asyncio.to_thread`; the agent passes its ordered
+    effect executor).
+
+    With ``dcat.enabled`` the runtime also runs dCat, sampling each BE workload with
+    ``dcat_sampler`` when given, else with hardware counters on ``perf_cgroup(workload)``
+    (the workload's perf_event cgroup directory, e.g.
+    `corral.control.dcatrun.perf_cgroup_dirs`) where the host has them, else with
+    ``be_throughput`` (blocking: workload -> work per second); with none of them dCat
+    reports why it cannot run. Both callables are called through ``execute``."""
+    signals, services = config.signals()
     source = CombinedSource(signals)
+    dcat = None
+    if config.dcat.enabled:
+        sampler = dcat_sampler
+        if sampler is None:
+            counters = None
+            if perf_cgroup is not None:
+                counters = CounterSampler(perf_cgroup, CpuSet().union(*cores))
+            throughput = None if be_throughput is None else ThroughputSampler(be_throughput)
+            sampler = HostSampler(counters, throughput)
+        dcat = DcatRunner(config.dcat.settings, sampler)
     return ColocationRuntime(
         Controller(config.settings, cores),
         source=source,
         actuator=actuator,
         memory=memory,
         workloads=workloads,
-        services=tuple(probers),
+        services=tuple(services),
         listener=listener,
         describe=source.status,
+        execute=asyncio.to_thread if execute is None else execute,
+        dcat=dcat,
     )
 
 
@@ -154,7 +268,7 @@ def parse_config(doc: Mapping[str, Any]) -> ColocationConfig:
     """`ColocationConfig` from a parsed YAML/JSON mapping (see the module docstring)."""
     if not isinstance(doc, Mapping):
         raise InputError("colocation", "must be a mapping", "see the documented shape")
-    rest = {k: v for k, v in doc.items() if k not in ("workloads", "cgroups")}
+    rest = {k: v for k, v in doc.items() if k not in ("workloads", "cgroups", "dcat")}
     workloads = doc.get("workloads")
     if not isinstance(workloads, list) or not workloads:
         raise InputError(
@@ -167,12 +281,16 @@ def parse_config(doc: Mapping[str, Any]) -> ColocationConfig:
             raise InputError(f"workloads[{i}]", "must be a mapping", "give name, slo, latency")
     settings = build(ControllerSettings, rest, "")
     cgroups = build(ControlCgroups, doc.get("cgroups") or {}, "cgroups")
-    config = ColocationConfig(settings, tuple(workloads), cgroups)
+    dcat = parse_dcat(doc.get("dcat") or {})
+    config = ColocationConfig(settings, tuple(workloads), cgroups, dcat)
     config.signals()  # validate the sources now, not when the agent starts them
     return config
 
 
-def _source(raw: Mapping[str, Any], slo: Slo, where: str) -> tuple[Any, Prober | None]:
+def _source(
+    raw: Mapping[str, Any], slo: Slo, name: str, where: str
+) -> tuple[SignalSource, Service | None, float]:
+    """The source, the service behind it (if any) and its own timeout in seconds."""
     kind = raw.get("kind")
     options = {k: v for k, v in raw.items() if k != "kind"}
     if kind == "probe":
@@ -186,33 +304,27 @@ def _source(raw: Mapping[str, Any], slo: Slo, where: str) -> tuple[Any, Prober |
         options.setdefault("window_s", slo.window_s)
         options.setdefault("percentile", slo.percentile)
         settings = build(ProbeSettings, options, where)
-        prober = Prober(settings)
-        return prober, prober
+        prober = Prober(settings, name=name)
+        return prober, prober, settings.timeout_s
     if kind == "prometheus":
         url = _str(options.pop("url", None), f"{where}.url")
+        if not url.startswith(("http://", "https://")):
+            raise InputError(
+                f"{where}.url", f"{url!r} is not an http(s) URL", "e.g. http://host:9100/metrics"
+            )
         timeout = _coerce(float, options.pop("timeout_s", 1.0), f"{where}.timeout_s")
+        if not timeout > 0:
+            raise InputError(f"{where}.timeout_s", f"{timeout} is not positive", "e.g. 1")
         options.setdefault("percentile", slo.percentile)
         metric = _str(options.pop("metric", None), f"{where}.metric")
-        source = build(
-            ScrapeSource, {"metric": metric, **options}, where, fetch=_fetcher(url, timeout)
-        )
-        return source, None
+        fetch = HttpFetch(url, timeout)
+        source = build(ScrapeSource, {"metric": metric, **options}, where, fetch=fetch, name=name)
+        return source, fetch, timeout
     if kind == "file":
         path = Path(_str(options.pop("path", None), f"{where}.path"))
-        return build(FileSource, {"path": path, **options}, where), None
+        file = build(FileSource, {"path": path, **options}, where, name=name)
+        return file, None, file.timeout_s
     raise InputError(f"{where}.kind", f"unknown latency source {kind!r}", ", ".join(LATENCY_KINDS))
-
-
-def _fetcher(url: str, timeout: float) -> Callable[[], str]:
-    def fetch() -> str:
-        try:
-            response = httpx.get(url, timeout=timeout)
-            response.raise_for_status()
-        except httpx.HTTPError as err:
-            raise CorralError(f"scraping {url}: {err}") from err
-        return response.text
-
-    return fetch
 
 
 _T = typing.TypeVar("_T")

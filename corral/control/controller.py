@@ -8,6 +8,19 @@ runtime reads the signals, passes ``now`` and applies the actions.
 Cadence: the top controller decides every ``top.period_s``; the sub-controllers judge a
 pending step or take a new one every ``sub_period_s``; senpai ticks every ``sub_period_s``.
 One knob moves at a time, so each step's effect can be judged on its own.
+
+No signal: when a latency source is slow, failed or had too few samples
+(``Observation.lost``), the step holds BE exactly where it is - no growth, no shrink, no
+rollback or verdict on a pending trial (it waits), no freeze, thaw or eviction, no learned
+ceiling, and the period cannot start a disable - and the top controller's mode is
+``hold`` with the reason ``no signal: <source>: <why>``. A cool-down already running keeps
+its end time and resumes when the signal returns. senpai's memory step goes on: its
+signal is the BE box's own PSI, not the LC latency. Heracles has no rule for a lost
+signal; holding is the default because a dead source more often means the LC's exporter
+(or the LC itself) is down than that BE hurts it, and acting on a guess either way turns a
+monitoring outage into a BE outage or into an SLO risk. An operator who prefers the safe
+side sets ``no_signal_floor_after``: after that many top periods without a signal BE is
+taken to its floor (still never frozen or evicted on a lost signal).
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from corral.control.evict import BeWorkload, EvictSettings, EvictState, evict_st
 from corral.control.knobs import (
     Direction,
     Hold,
+    Knob,
     KnobSpec,
     Trial,
     TrialSettings,
@@ -50,10 +64,12 @@ from corral.control.weight import WeightSettings
 from corral.errors import InputError
 from corral.topology.cpuset import CpuSet
 
-GROW_ORDER = ("quota", "cores", "ways", "mb", "weight")
+GROW_ORDER = (Knob.QUOTA, Knob.CORES, Knob.WAYS, Knob.MB, Knob.WEIGHT)
 """Growth gives back the last resort first (quota), then capacity, then weight."""
-SHRINK_ORDER = ("weight", "cores", "mb", "ways", "quota")
+SHRINK_ORDER = (Knob.WEIGHT, Knob.CORES, Knob.MB, Knob.WAYS, Knob.QUOTA)
 """Shrinking takes first what costs BE least and helps LC most here (weight), quota last."""
+FLOORED = (Knob.CORES, Knob.WEIGHT, Knob.WAYS, Knob.MB)
+"""The knobs a disable takes to their floor (the quota is a last resort of shrinking)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +94,20 @@ class ControllerSettings:
     ignore_noisy: bool = True
     """Treat the latency of a window flagged noisy (the host stalled the VM) as unknown: it
     says nothing about what BE did, and reacting to it would disable BE for a cool-down."""
+    no_signal_floor_after: int | None = None
+    """Top periods without a latency signal after which BE is taken to its floor (not
+    frozen). None (default): hold BE where it is for as long as the signal is lost (see
+    the module docstring for why)."""
 
     def __post_init__(self) -> None:
         if self.sub_period_s <= 0:
             raise InputError("sub_period_s", f"{self.sub_period_s} is not positive", "e.g. 2")
+        if self.no_signal_floor_after is not None and self.no_signal_floor_after < 0:
+            raise InputError(
+                "no_signal_floor_after",
+                f"{self.no_signal_floor_after} is negative",
+                "give a number of top periods, or null to hold",
+            )
         for name in ("peak_rps", "peak_cpu"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -98,13 +124,13 @@ class Levels:
     ways: int
     mb: int
 
-    def get(self, knob: str) -> int:
+    def get(self, knob: Knob) -> int:
         """The level of ``knob``."""
-        return int(getattr(self, knob))
+        return int(getattr(self, Knob(knob).value))
 
-    def with_level(self, knob: str, level: int) -> Levels:
+    def with_level(self, knob: Knob, level: int) -> Levels:
         """A copy with ``knob`` at ``level``."""
-        return replace(self, **{knob: level})
+        return replace(self, **{Knob(knob).value: level})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +148,8 @@ class ControllerState:
     last_sub: float | None = None
     applied: bool = False
     last_verdict: str = ""
+    no_signal_periods: int = 0
+    """Top periods in a row without a latency signal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,20 +163,19 @@ class Controller:
         if not self.cores:
             raise InputError("topology", "has no cores", "load the host's topology")
 
-    def specs(self) -> dict[str, KnobSpec]:
+    def specs(self) -> dict[Knob, KnobSpec]:
         """The knob ladders on this machine (knobs the host lacks have floor == top)."""
         s = self.settings
         ways_top = s.cache.max_be_ways
         ways_floor = s.cache.min_ways if s.cache.total_ways else 0
         mb_top = max(0, len(s.cache.mb_ladder) - 1)
+        cores_top = max_be_cores(s.cores, self.cores)
         return {
-            "cores": KnobSpec(
-                "cores", s.cores.min_cores, max_be_cores(s.cores, self.cores), s.cores.shrink_step
-            ),
-            "weight": KnobSpec("weight", 0, len(s.weight.ladder) - 1),
-            "quota": KnobSpec("quota", 0, len(s.weight.quota_ladder)),
-            "ways": KnobSpec("ways", ways_floor, max(ways_floor, ways_top)),
-            "mb": KnobSpec("mb", 0, mb_top),
+            Knob.CORES: KnobSpec(Knob.CORES, s.cores.min_cores, cores_top, s.cores.shrink_step),
+            Knob.WEIGHT: KnobSpec(Knob.WEIGHT, 0, len(s.weight.ladder) - 1),
+            Knob.QUOTA: KnobSpec(Knob.QUOTA, 0, len(s.weight.quota_ladder)),
+            Knob.WAYS: KnobSpec(Knob.WAYS, ways_floor, max(ways_floor, ways_top)),
+            Knob.MB: KnobSpec(Knob.MB, 0, mb_top),
         }
 
     def initial(self) -> ControllerState:
@@ -157,11 +184,11 @@ class Controller:
         specs = self.specs()
         return ControllerState(
             levels=Levels(
-                cores=specs["cores"].floor,
+                cores=specs[Knob.CORES].floor,
                 weight=0,
-                quota=specs["quota"].top,
-                ways=specs["ways"].floor,
-                mb=specs["mb"].floor,
+                quota=specs[Knob.QUOTA].top,
+                ways=specs[Knob.WAYS].floor,
+                mb=specs[Knob.MB].floor,
             )
         )
 
@@ -179,7 +206,14 @@ class Controller:
     def at_floor(self, levels: Levels) -> bool:
         """True when every BE knob but the quota is at its floor."""
         specs = self.specs()
-        return all(levels.get(k) == specs[k].floor for k in ("cores", "weight", "ways", "mb"))
+        return all(levels.get(k) == specs[k].floor for k in FLOORED)
+
+    def floored(self, levels: Levels) -> Levels:
+        """``levels`` with every knob but the quota at its floor."""
+        specs = self.specs()
+        for knob in FLOORED:
+            levels = levels.with_level(knob, specs[knob].floor)
+        return levels
 
     def step(
         self,
@@ -189,7 +223,10 @@ class Controller:
         *,
         workloads: Sequence[BeWorkload] = (),
     ) -> tuple[ControllerState, tuple[Action, ...]]:
-        """One control step; see the module docstring for the cadence."""
+        """One control step; see the module docstring for the cadence and for what a lost
+        signal does."""
+        if obs.lost:
+            return self._step_without_signal(state, obs, now)
         s = self.settings
         specs = self.specs()
         noisy = obs.noisy and s.ignore_noisy
@@ -216,10 +253,8 @@ class Controller:
             top = top_step(s.top, top, slack=slack, load=load, now=now)
             if slack is not None and slack < 0 and state.top.mode is not Mode.DISABLE:
                 # BE was running when LC broke its SLO: remember where each raised knob was.
-                raised = {
-                    k: levels.get(k)
-                    for k in ("cores", "weight", "ways", "mb")
-                    if levels.get(k) > specs[k].floor
+                raised: dict[str, int] = {
+                    k: levels.get(k) for k in FLOORED if levels.get(k) > specs[k].floor
                 }
                 if not raised and s.ceilings.floor:
                     raised = {RUN: 1}
@@ -232,10 +267,7 @@ class Controller:
             if pending is not None:
                 verdict = f"cancelled {pending.direction} {pending.knob}: BE disabled"
                 pending = None
-            floored = levels
-            for knob in ("cores", "weight", "ways", "mb"):
-                floored = floored.with_level(knob, specs[knob].floor)
-            levels, reason = floored, f"BE disabled: {top.reason}"
+            levels, reason = self.floored(levels), f"BE disabled: {top.reason}"
         elif sub_due and state.last_sub is not None and not reason:  # first step: set-up only
             if pending is not None:
                 outcome = judge(
@@ -290,23 +322,7 @@ class Controller:
                 now=now,
             )
             freezes = tuple(_evict_action(d.verb, d.workload, d.reason) for d in decisions)
-        memory = state.memory
-        memory_actions: tuple[Action, ...] = ()
-        if sub_due:
-            memory = senpai_step(
-                s.memory,
-                memory,
-                psi_some_us=obs.psi_some_us,
-                usage_bytes=obs.be_memory_bytes,
-                now=now,
-            )
-            if memory.high is not None and memory.high != state.memory.high:
-                memory_actions = (
-                    SetMemoryHigh(
-                        memory.high,
-                        f"senpai: {memory.pressure_us or 0:.0f} us of pressure this tick",
-                    ),
-                )
+        memory, memory_actions = self._memory_step(state, obs, now, due=sub_due)
         actions = (
             *self._render(
                 None if not state.applied else state.levels,
@@ -328,8 +344,66 @@ class Controller:
             last_sub=now if sub_due else state.last_sub,
             applied=True,
             last_verdict=verdict or state.last_verdict,
+            no_signal_periods=0,
         )
         return new_state, actions
+
+    def _step_without_signal(
+        self, state: ControllerState, obs: Observation, now: float
+    ) -> tuple[ControllerState, tuple[Action, ...]]:
+        """Hold BE where it is (see the module docstring); after ``no_signal_floor_after``
+        top periods without a signal, take it to its floor."""
+        s = self.settings
+        top_due = state.last_top is None or now - state.last_top >= s.top.period_s
+        sub_due = state.last_sub is None or now - state.last_sub >= s.sub_period_s
+        periods = state.no_signal_periods + (1 if top_due else 0)
+        why = f"no signal: {obs.no_signal_reason()}"
+        levels, pending, reason = state.levels, state.pending, ""
+        limit = s.no_signal_floor_after
+        if limit is not None and periods > limit and not self.at_floor(levels):
+            levels, pending = self.floored(levels), None
+            reason = f"BE to its floor after {periods} periods with {why}"
+        top = replace(state.top, mode=Mode.HOLD, reason=why, slack=None, load=None)
+        memory, memory_actions = self._memory_step(state, obs, now, due=sub_due)
+        actions = (
+            *self._render(
+                None if not state.applied else state.levels,
+                levels,
+                reason or ("initial" if state.last_top is None else "re-applied after a refusal"),
+            ),
+            *memory_actions,
+        )
+        new_state = replace(
+            state,
+            levels=levels,
+            top=top,
+            pending=pending,
+            holds=live_holds(state.holds, now),
+            memory=memory,
+            last_top=now if top_due else state.last_top,
+            last_sub=now if sub_due else state.last_sub,
+            applied=True,
+            no_signal_periods=periods,
+        )
+        return new_state, actions
+
+    def _memory_step(
+        self, state: ControllerState, obs: Observation, now: float, *, due: bool
+    ) -> tuple[SenpaiState, tuple[Action, ...]]:
+        """senpai's step on the BE box's own memory signals (every sub period)."""
+        if not due:
+            return state.memory, ()
+        memory = senpai_step(
+            self.settings.memory,
+            state.memory,
+            psi_some_us=obs.psi_some_us,
+            usage_bytes=obs.be_memory_bytes,
+            now=now,
+        )
+        if memory.high is None or memory.high == state.memory.high:
+            return memory, ()
+        why = f"senpai: {memory.pressure_us or 0:.0f} us of pressure this tick"
+        return memory, (SetMemoryHigh(memory.high, why),)
 
     def _under_ceilings(
         self,
@@ -340,7 +414,7 @@ class Controller:
         *,
         load: float | None,
         now: float,
-        specs: dict[str, KnobSpec],
+        specs: dict[Knob, KnobSpec],
     ) -> tuple[TopState, Levels, Trial | None, str]:
         """Step BE down before the load reaches a level's learned ceiling (`ceilings`):
         disable it near a `RUN` ceiling, else lower each knob to its highest level that is
@@ -352,7 +426,7 @@ class Controller:
             reason = f"load {_fraction(load)} near {at}, where BE at its floor broke the SLO"
             return replace(top, mode=Mode.DISABLE, reason=reason), levels, pending, ""
         notes = []
-        for knob in ("cores", "weight", "ways", "mb"):
+        for knob in FLOORED:
             level = cap = levels.get(knob)
             while cap > specs[knob].floor and blocking(
                 cfg, ceilings, knob, cap, load=load, now=now
@@ -378,7 +452,7 @@ class Controller:
         slack: float,
         load: float | None,
         now: float,
-        specs: dict[str, KnobSpec],
+        specs: dict[Knob, KnobSpec],
     ) -> Trial | None:
         if mode is Mode.GROW:
             for knob in GROW_ORDER:
@@ -386,7 +460,7 @@ class Controller:
                 level = levels.get(knob)
                 if level >= spec.top or held(holds, knob, Direction.GROW, now):
                     continue
-                if knob == "weight" and slack < self.settings.weight.grow_slack:
+                if knob is Knob.WEIGHT and slack < self.settings.weight.grow_slack:
                     continue
                 if blocking(self.settings.ceilings, ceilings, knob, level + 1, load=load, now=now):
                     continue
@@ -415,21 +489,21 @@ class Controller:
         s = self.settings
         out: list[Action] = []
 
-        def changed(*knobs: str) -> bool:
+        def changed(*knobs: Knob) -> bool:
             return old is None or any(old.get(k) != new.get(k) for k in knobs)
 
         be, lc = split(s.cores, self.cores, new.cores)
-        if changed("cores"):
+        if changed(Knob.CORES):
             out.append(SetCpus(be, lc, reason))
-        if changed("weight"):
+        if changed(Knob.WEIGHT):
             w = s.weight.weight(new.weight)
             out.append(SetWeight(w.idle, w.shares, reason))
-        if changed("quota", "cores"):
+        if changed(Knob.QUOTA, Knob.CORES):
             quota = s.weight.quota_cpus(new.quota, len(be))
             previous = None if old is None else s.weight.quota_cpus(old.quota, len(be))
-            if old is None or quota != previous or changed("quota"):
+            if old is None or quota != previous or changed(Knob.QUOTA):
                 out.append(SetQuota(quota, reason))
-        if (s.cache.total_ways or s.cache.mb_ladder) and changed("ways", "mb"):
+        if (s.cache.total_ways or s.cache.mb_ladder) and changed(Knob.WAYS, Knob.MB):
             lc_mask, be_mask = (
                 masks(s.cache.total_ways, new.ways) if s.cache.total_ways else (None, None)
             )
@@ -461,21 +535,22 @@ class Controller:
             "pending": None
             if state.pending is None
             else {
-                "knob": state.pending.knob,
+                "knob": str(state.pending.knob),
                 "direction": str(state.pending.direction),
                 "since": state.pending.started,
             },
             "holds": [
-                {"knob": h.knob, "direction": str(h.direction), "until": h.until}
+                {"knob": str(h.knob), "direction": str(h.direction), "until": h.until}
                 for h in state.holds
             ],
             "ceilings": [
-                {"knob": c.knob, "level": c.level, "load": c.load, "until": c.until}
+                {"knob": str(c.knob), "level": c.level, "load": c.load, "until": c.until}
                 for c in state.ceilings
             ],
             "frozen": [wid for wid, _ in state.evict.frozen],
             "evicted": list(state.evict.evicted),
             "last_verdict": state.last_verdict,
+            "no_signal_periods": state.no_signal_periods,
         }
 
 

@@ -21,6 +21,17 @@ from enum import StrEnum
 from corral.errors import InputError
 
 
+class Knob(StrEnum):
+    """The BE resources the sub-controllers move, each a ladder (`KnobSpec`). The values
+    are the names shown in /status, events and logs."""
+
+    CORES = "cores"
+    WEIGHT = "weight"
+    QUOTA = "quota"
+    WAYS = "ways"
+    MB = "mb"
+
+
 class Direction(StrEnum):
     """Which way a step moved a knob."""
 
@@ -32,7 +43,7 @@ class Direction(StrEnum):
 class KnobSpec:
     """One ladder: levels ``floor..top``; shrinking moves ``shrink_step`` levels at once."""
 
-    name: str
+    name: Knob
     floor: int
     top: int
     shrink_step: int = 1
@@ -69,7 +80,7 @@ class TrialSettings:
 class Trial:
     """A step waiting to be judged."""
 
-    knob: str
+    knob: Knob
     direction: Direction
     before: int
     after: int
@@ -81,7 +92,7 @@ class Trial:
 class Hold:
     """``knob`` may not move in ``direction`` before ``until``."""
 
-    knob: str
+    knob: Knob
     direction: Direction
     until: float
 
@@ -118,7 +129,7 @@ def judge(
     return Verdict.KEEP if kept else Verdict.ROLLBACK
 
 
-def held(holds: tuple[Hold, ...], knob: str, direction: Direction, now: float) -> bool:
+def held(holds: tuple[Hold, ...], knob: Knob, direction: Direction, now: float) -> bool:
     """True when ``knob`` may not move in ``direction`` at ``now``."""
     return any(h.knob == knob and h.direction is direction and now < h.until for h in holds)
 

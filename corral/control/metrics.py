@@ -8,12 +8,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from corral.control.dcat import Category
 from corral.control.runtime import Snapshot
+from corral.control.signals import SignalStatus
 from corral.control.top import Mode
 
 
 class ControlCollector(Collector):
-    """Slack, load, mode, BE cores and weight, frozen workloads and actions taken."""
+    """Slack, load, mode, BE cores and weight, frozen workloads, actions taken, each
+    latency source's signal health, the loop's failed periods and dCat's per-workload
+    ways and categories."""
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
@@ -57,6 +61,85 @@ class ControlCollector(Collector):
         yield CounterMetricFamily(
             "corral_control_action_failures", "Actions the kernel refused.", snap.failures
         )
+        yield from _signal_metrics(snap)
+        yield CounterMetricFamily(
+            "corral_control_tick_failures",
+            "Control periods that failed with an expected error (retried with backoff).",
+            snap.tick_failures,
+        )
+        yield GaugeMetricFamily(
+            "corral_control_tick_consecutive_failures",
+            "Control periods in a row that failed; 0 when the last one worked.",
+            snap.consecutive_tick_failures,
+        )
+        yield from _dcat_metrics(snap)
+
+
+def _dcat_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """dCat: whether it runs, each BE workload's written ways and its category."""
+    dcat = snap.dcat
+    yield GaugeMetricFamily(
+        "corral_control_dcat_running",
+        "1 when the per-workload cache manager runs (enabled, resctrl ways and a signal).",
+        float(dcat.running),
+    )
+    if not dcat.running:
+        return
+    ways = GaugeMetricFamily(
+        "corral_control_dcat_ways",
+        "LLC ways written to the BE workload's resctrl group (corral-w-<workload>).",
+        labels=["workload"],
+    )
+    category = GaugeMetricFamily(
+        "corral_control_dcat_category",
+        "1 for the BE workload's current dCat category.",
+        labels=["workload", "category"],
+    )
+    for w in dcat.workloads:
+        if w.ways is not None:
+            ways.add_metric([w.workload], w.ways)
+        for c in Category:
+            category.add_metric([w.workload, str(c)], float(w.category is c))
+    yield ways
+    yield category
+    yield CounterMetricFamily(
+        "corral_control_dcat_refused",
+        "dCat way allocations the kernel refused (retried the next period).",
+        dcat.refused,
+    )
+
+
+def _signal_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """Each latency source's health: ok or not, its status, failures, last read time."""
+    ok = GaugeMetricFamily(
+        "corral_control_signal_ok",
+        "1 when the latency source gave a signal last period, 0 when it was slow, failed "
+        "or had too few samples (the controller then holds BE).",
+        labels=["source"],
+    )
+    status = GaugeMetricFamily(
+        "corral_control_signal_status",
+        "1 for the latency source's current signal status.",
+        labels=["source", "status"],
+    )
+    failures = CounterMetricFamily(
+        "corral_control_signal_failures",
+        "Reads of the latency source that gave no signal.",
+        labels=["source"],
+    )
+    read = GaugeMetricFamily(
+        "corral_control_signal_read_seconds",
+        "How long the latency source's last read took.",
+        labels=["source"],
+    )
+    for health in snap.signals:
+        ok.add_metric([health.source], 1.0 if health.ok else 0.0)
+        for value in SignalStatus:
+            status.add_metric([health.source, str(value)], float(health.status is value))
+        failures.add_metric([health.source], health.failures)
+        if health.read_s is not None:
+            read.add_metric([health.source], health.read_s)
+    yield from (ok, status, failures, read)
 
 
 def register_metrics(registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:

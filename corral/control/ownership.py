@@ -1,33 +1,32 @@
-"""Who owns which BE knob when the controller runs inside the node agent.
+"""Who owns which BE knob when the controller runs inside the node agent: one owner per file.
 
 Two writers touch the BE box: the agent (placement, then enforcement and reconcile of every
 workload's cgroup) and the colocation controller (BE cores, weight, quota, memory.high,
-freezer). The rule that keeps them from fighting:
+freezer). Each interface file has exactly one of them as its owner:
 
 * **Placement bounds, the controller divides.** The agent's placement decides the BE pool:
   the shared pool (CPUs no exclusive workload holds). The controller only ever gives BE
   whole cores of that pool (`be_pool_cores`), so it can never put BE on an exclusive
-  workload's CPUs; when a decision changes the pool, the controller is re-bounded.
-* **Enforcement writes what the controller chose.** The agent enforces its placement with
-  the CPUs of every BE workload in the box replaced by the controller's current BE CPUs
-  (`confine_be`), so applying a decision or repairing drift never widens BE again, and the
-  reconcile repairs a BE cpuset *towards* the controller's choice.
-* **The BE box's own CPU and memory-pressure knobs are the controller's.** Its
-  ``cpuset.cpus``, ``cpu.idle``, ``cpu.shares``/``cpu.weight``, CFS quota and
-  ``memory.high``/soft limit (`CONTROLLED_FILES`) are not drift for the agent's reconcile
-  (`controlled_by_controller`); after each enforcement write the controller re-applies them
-  at once, so an apply that rewrote the agent's defaults there is undone within the same
-  step. Everything else (the box's hard memory limit, each workload's weight, LC and
-  system cgroups) stays the agent's.
+  workload's CPUs; when a decision changes the pool, the controller is re-bounded, and BE
+  gives up CPUs before the enforcer grants them to anyone (both write through the agent's
+  one ordered effect executor).
+* **The controller owns** the BE box's `CONTROLLED_FILES` (``cpuset.cpus``, ``cpu.idle``,
+  ``cpu.shares``/``cpu.weight``, the CFS quota, ``memory.high``; on v1 with senpai on, the
+  box's ``memory.limit_in_bytes``, senpai's limit there) and the
+  ``cpuset.cpus`` of the BE workloads inside the box, plus their freezer state. The
+  enforcer's desired state marks them foreign (`EnforceSettings.controlled_be_files`):
+  it never writes them, never reports them as drift, and the controller repairs them
+  itself when the agent reconciles.
+* **The enforcer owns** everything else: the box's ``cpuset.mems`` and (senpai off) its
+  hard memory limit,
+  each workload's weight, memory limits and ``cpuset.mems``, and the LC and system
+  cgroups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from pathlib import PurePosixPath
-
 from corral.control.cores import core_sets
-from corral.placement.assignment import Assignment, Placement
+from corral.placement.assignment import Placement
 from corral.topology.cpuset import CpuSet
 from corral.topology.model import Topology
 
@@ -41,10 +40,9 @@ CONTROLLED_FILES = frozenset(
         "cpu.cfs_period_us",
         "cpu.max",
         "memory.high",
-        "memory.soft_limit_in_bytes",
     }
 )
-"""Interface files of the BE box itself that the controller writes."""
+"""Interface files of the BE box itself that the controller writes (never the enforcer)."""
 
 
 def be_pool(topology: Topology, placement: Placement) -> CpuSet:
@@ -66,31 +64,3 @@ def be_pool_cores(topology: Topology, placement: Placement) -> tuple[CpuSet, ...
     if whole:
         return whole
     return tuple(c & pool for c in cores if c & pool) or cores
-
-
-def confine_be(placement: Placement, be_ids: Collection[str], be_cpus: CpuSet) -> Placement:
-    """``placement`` with each placed workload of ``be_ids`` (the BE workloads in the box)
-    given ``be_cpus``: what the agent enforces while the controller runs."""
-    if not be_cpus:
-        return placement
-    assignments = dict(placement.assignments)
-    for wid in be_ids:
-        current = assignments.get(wid)
-        if current is not None and current.cpuset != be_cpus:
-            assignments[wid] = Assignment(
-                wid, be_cpus, f"{current.reason}; BE cores set by control"
-            )
-    return Placement(
-        assignments=assignments,
-        pools=placement.pools,
-        refusals=placement.refusals,
-        warnings=placement.warnings,
-    )
-
-
-def controlled_by_controller(path: str, be_cgroup: str) -> bool:
-    """True when ``path`` (an interface file under some hierarchy) is one of the BE box's
-    `CONTROLLED_FILES`, i.e. the controller's to write and not drift for the agent."""
-    file = PurePosixPath(path)
-    box = PurePosixPath(be_cgroup.strip("/"))
-    return file.name in CONTROLLED_FILES and file.parent.parts[-len(box.parts) :] == box.parts

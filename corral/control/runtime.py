@@ -3,17 +3,48 @@
 `ColocationRuntime` is the seam for the node agent: `run` is the loop as a coroutine (the
 agent runs it as one of its root tasks), ``await start()`` / ``await stop()`` run it as a
 task of its own; `status` is a JSON-able dict for ``/status``; `snapshot` feeds
-`corral.control.metrics.ControlCollector`. `tick` is the loop's body, callable on its own
-(the benchmark drives it from its own schedule). `set_cores` re-bounds BE when the agent's
-placement changes the BE pool; `reapply` writes the whole BE state again after another
-writer (the agent's enforcement) touched the BE box.
+`corral.control.metrics.ControlCollector`. ``await tick()`` is the loop's body, callable on
+its own (the benchmark drives it from its own schedule). `set_cores` re-bounds BE when the
+agent's placement changes the BE pool; ``await reapply()`` writes the whole BE state again
+after another writer touched the BE box.
 
-Every action is logged (``control.action``, with its reason), kept in a short history and
-handed to ``listener`` (the agent stores it as an event); so are mode changes. A refused
-write is logged (``control.action_failed``) and the next tick re-applies the whole BE
-state, so a transient refusal cannot leave the kernel and the controller apart. When the
-loop stops, every workload it froze is thawed: a restarted controller starts from a fresh
-state and would never thaw it.
+What it promises:
+
+* **Nothing blocks the event loop.** Latency sources are asynchronous (the prober is a
+  task of its own, Prometheus scrapes use an async client with the source's timeout, files
+  are read in a worker thread). The BE box's memory readings and every actuator write go
+  through ``execute`` (default `asyncio.to_thread`; the agent passes its one ordered
+  effect executor): one call per tick applies the tick's whole action list in order.
+  `status` and `snapshot` are synchronous and only read memory.
+* **A lost signal is "no signal", never a breach.** A source that is slow, failed or had
+  too few samples makes the pure step hold BE (see `corral.control.controller`). The
+  runtime tracks each source's health (status, reason, consecutive and total failures,
+  last latency and read time), logs ``control.signal_lost`` / ``control.signal_restored``
+  once per transition, shows it in `status` and exports it in `snapshot`.
+* **One failure policy.** Expected errors in a tick (`CorralError`, `OSError`,
+  `TimeoutError`; sources translate their library's errors into these at their boundary)
+  are counted, shown (``loop.last_error``, ``loop.consecutive_failures``) and retried next
+  period, with the wait doubling per consecutive failure up to ``max_backoff_periods``
+  periods. Anything else is a programming error: it is logged (``control.crashed``) and
+  propagates, ending the loop (and the agent's task group) instead of carrying on.
+* Every action is logged (``control.action``, with its reason), kept in a short history
+  and handed to ``listener``; so are mode changes and signal transitions (``kind``
+  ``"signal"``). The listener is called on the event loop and must not block (the agent's
+  enqueues its event-log write). A refused write is logged (``control.action_failed``) and
+  the next tick re-applies the whole BE state, so a transient refusal cannot leave the
+  kernel and the controller apart. Writes of a tick, a `reapply` and a `thaw` never
+  interleave. When the loop stops, every workload it froze is thawed: a restarted
+  controller starts from a fresh state and would never thaw it.
+* **dCat** (``dcat``, a `corral.control.dcatrun.DcatRunner`; off without one). Before the
+  first period the runtime checks, through ``execute``, that the actuator can write
+  per-workload ways (its ``describe()``), that the ways ladder is on and that the sampler
+  has a signal; when one is missing `status` shows ``dcat: {running: false, why}`` and
+  ``control.dcat_unavailable`` is logged once with the reason. When it runs, each
+  sub-controller period samples every BE workload (through ``execute``: perf counters are
+  syscalls), steps dCat on BE's ways of the ladder (``Levels.ways``) and appends its
+  `SetWorkloadWays` to the same batch as the tick's other actions; `status` and the
+  metrics show each workload's category and reason, and the ways and mask only once
+  written. A failed sample skips dCat for that period (``control.dcat_sample_failed``).
 """
 
 from __future__ import annotations
@@ -24,37 +55,65 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from corral.control.actions import Action, Evict, Freeze, Thaw, describe
+from corral.control.actions import Action, Evict, Freeze, SetWorkloadWays, Thaw, describe
+from corral.control.actuator import ActuatorDescription, Capability
 from corral.control.controller import Controller, ControllerState
+from corral.control.dcatrun import DcatAvailability, DcatRunner, DcatSnapshot, check
 from corral.control.evict import BeWorkload
-from corral.control.signals import Observation
-from corral.errors import CorralError
+from corral.control.knobs import Knob
+from corral.control.signals import Observation, Signal, SignalStatus
+from corral.errors import CorralError, InputError
 from corral.topology.cpuset import CpuSet
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (CorralError, OSError, TimeoutError)
+"""Errors a tick may meet in normal operation (a refused file, a vanished cgroup, a
+timeout): counted and retried. Everything else ends the loop."""
 
 
 class SignalSource(Protocol):
     """Where LC latency and load come from (prober, scraper, file)."""
 
-    def read(self, now: float) -> Observation:
-        """This period's observation."""
+    async def read(self, now: float) -> Observation:
+        """This period's observation, with its signal status; a slow or failed source
+        says so in ``Observation.signals`` rather than raising."""
         ...
 
 
 class Actuator(Protocol):
-    """Applies one action to the kernel."""
+    """Applies one action to the kernel (called through the runtime's ``execute``)."""
 
     def apply(self, action: Action) -> None:
         """Apply ``action``; raise `CorralError` when the kernel refuses."""
         ...
 
 
+@runtime_checkable
+class DescribedActuator(Protocol):
+    """An actuator that says what it can do on this host (`ControlActuator.describe`)."""
+
+    def describe(self) -> ActuatorDescription:
+        """Its capabilities here, each "cannot" with its reason."""
+        ...
+
+
+class Executor(Protocol):
+    """Runs a blocking function off the event loop and awaits its result (or error)."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]:
+        """``fn()``'s result, computed somewhere that is not the event loop."""
+        ...
+
+
 class Service(Protocol):
-    """Something that runs beside the loop (a prober): started and stopped with it."""
+    """Something that runs beside the loop (a prober, a scraper's client): started and
+    stopped with it."""
 
     async def start(self) -> None:
         """Start."""
@@ -66,7 +125,7 @@ class Service(Protocol):
 
 
 class MemorySignals(Protocol):
-    """The BE box's memory readings (for senpai)."""
+    """The BE box's memory readings (for senpai); blocking, called through ``execute``."""
 
     def be_memory_bytes(self) -> int | None:
         """Current use in bytes."""
@@ -79,7 +138,8 @@ class MemorySignals(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ActionRecord:
-    """One applied (or refused) action, or a mode change (``kind`` ``"mode"``).
+    """One applied (or refused) action, a mode change (``kind`` ``"mode"``) or a signal
+    lost or restored (``kind`` ``"signal"``).
 
     ``workload`` names the BE workload a freeze, thaw or eviction acted on."""
 
@@ -102,6 +162,72 @@ class ActionRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SignalHealth:
+    """How one latency source has been doing (for /status and metrics)."""
+
+    source: str
+    status: SignalStatus
+    reason: str
+    since: float
+    """When the source entered ``status``."""
+    consecutive_failures: int = 0
+    """Reads in a row that gave no signal (0 while it is ok)."""
+    failures: int = 0
+    """Reads that gave no signal since the runtime started."""
+    last_error: str | None = None
+    """The last reason it gave no signal (kept after it recovers)."""
+    latency_ms: float | None = None
+    """The last latency it measured."""
+    read_s: float | None = None
+    """How long its last read took."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the last read gave a signal."""
+        return self.status is SignalStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form shown in /status."""
+        return {
+            "source": self.source,
+            "status": str(self.status),
+            "reason": self.reason,
+            "since": self.since,
+            "consecutive_failures": self.consecutive_failures,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "latency_ms": self.latency_ms,
+            "read_ms": None if self.read_s is None else round(self.read_s * 1000.0, 3),
+        }
+
+    def after(self, signal: Signal, now: float) -> SignalHealth:
+        """This health after one more read that gave ``signal``."""
+        since = self.since if signal.status is self.status else now
+        latency = signal.latency_ms if signal.latency_ms is not None else self.latency_ms
+        if signal.ok:
+            return replace(
+                self,
+                status=signal.status,
+                reason="",
+                since=since,
+                consecutive_failures=0,
+                latency_ms=latency,
+                read_s=signal.read_s,
+            )
+        return replace(
+            self,
+            status=signal.status,
+            reason=signal.reason,
+            since=since,
+            consecutive_failures=self.consecutive_failures + 1,
+            failures=self.failures + 1,
+            last_error=signal.describe(),
+            latency_ms=latency,
+            read_s=signal.read_s,
+        )
+
+
 class DryRunActuator:
     """Writes nothing: keeps the last actions it was asked to apply (a dry-run agent)."""
 
@@ -111,6 +237,11 @@ class DryRunActuator:
     def apply(self, action: Action) -> None:
         """Record ``action``."""
         self.applied.append(action)
+
+    def describe(self) -> ActuatorDescription:
+        """Nothing is written, so nothing can be relied on as done."""
+        why = "dry run: the agent writes nothing"
+        return ActuatorDescription("dry-run", cannot=dict.fromkeys(Capability, why))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +257,20 @@ class Snapshot:
     frozen: int
     actions: dict[str, int]
     failures: int
+    signals: tuple[SignalHealth, ...] = ()
+    tick_failures: int = 0
+    consecutive_tick_failures: int = 0
+    dcat: DcatSnapshot = field(default_factory=lambda: DcatSnapshot(False, False))
 
 
 class ColocationRuntime:
-    """Runs a `Controller` against real signals and an actuator (see module docstring)."""
+    """Runs a `Controller` against real signals and an actuator (see module docstring).
+
+    Called on the event loop, so they must be cheap and must not block: ``workloads``
+    (the BE workloads that may be frozen, read each tick), ``listener`` (each record),
+    ``clock``. Called through ``execute``, off the loop: ``actuator.apply`` and the
+    ``memory`` readings. ``max_backoff_periods`` caps the wait after failed ticks;
+    ``dcat`` runs the per-workload cache manager (see the module docstring)."""
 
     def __init__(
         self,
@@ -141,11 +282,18 @@ class ColocationRuntime:
         workloads: Callable[[], Sequence[BeWorkload]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        execute: Executor = asyncio.to_thread,
         history: int = 100,
         services: Sequence[Service] = (),
         listener: Callable[[ActionRecord], None] | None = None,
         describe: Callable[[], list[dict[str, Any]]] | None = None,
+        max_backoff_periods: int = 4,
+        dcat: DcatRunner | None = None,
     ) -> None:
+        if max_backoff_periods < 1:
+            raise InputError(
+                "max_backoff_periods", f"{max_backoff_periods} is below 1", "e.g. 4 periods"
+            )
         self.controller = controller
         self.state: ControllerState = controller.initial()
         self._source = source
@@ -154,14 +302,24 @@ class ColocationRuntime:
         self._workloads = workloads
         self._clock = clock
         self._sleep = sleep
+        self._execute = execute
         self._task: asyncio.Task[None] | None = None
         self._services = tuple(services)
         self._listener = listener
         self._describe = describe
+        self._writes = asyncio.Lock()
+        self.max_backoff_periods = max_backoff_periods
         self.history: deque[ActionRecord] = deque(maxlen=history)
         self.action_counts: Counter[str] = Counter()
         self.failures = 0
+        """Actions the kernel refused."""
+        self.ticks = 0
+        self.tick_failures = 0
+        self.consecutive_tick_failures = 0
+        self.last_error: str | None = None
+        self.signals: dict[str, SignalHealth] = {}
         self.last_observation = Observation()
+        self.dcat = dcat
 
     @property
     def period_s(self) -> float:
@@ -169,55 +327,169 @@ class ColocationRuntime:
         s = self.controller.settings
         return min(s.top.period_s, s.sub_period_s)
 
-    def observe(self, now: float) -> Observation:
-        """This tick's signals: the latency source plus the BE box's memory readings."""
-        obs = self._source.read(now)
-        if self._memory is not None:
-            obs = replace(
-                obs,
-                psi_some_us=self._memory.be_psi_some_us(),
-                be_memory_bytes=self._memory.be_memory_bytes(),
+    def next_delay_s(self) -> float:
+        """Seconds until the next tick: one period, doubled per consecutive failed tick,
+        at most ``max_backoff_periods`` periods."""
+        failures = self.consecutive_tick_failures
+        factor = 1 if failures == 0 else min(2 ** (failures - 1), self.max_backoff_periods)
+        return self.period_s * factor
+
+    async def observe(self, now: float) -> Observation:
+        """This tick's signals: the latency source plus the BE box's memory readings (read
+        through ``execute``)."""
+        obs = await self._source.read(now)
+        memory = self._memory
+        if memory is not None:
+            psi, usage = await self._execute(
+                lambda: (memory.be_psi_some_us(), memory.be_memory_bytes())
             )
+            obs = replace(obs, psi_some_us=psi, be_memory_bytes=usage)
         return obs
 
-    def tick(self) -> tuple[Action, ...]:
-        """One period: observe, step, apply. Returns the actions taken."""
+    async def tick(self) -> tuple[Action, ...]:
+        """One period: observe, step, apply. Returns the actions taken.
+
+        Raises what reading the memory signals or applying raised other than a refusal
+        (which is recorded); `run` decides what to do with it."""
         now = self._clock()
-        obs = self.observe(now)
+        if self.dcat is not None and self.dcat.availability is None:
+            await self.check_dcat()
+        obs = await self.observe(now)
         self.last_observation = obs
+        self._track(obs, now)
         workloads = tuple(self._workloads()) if self._workloads is not None else ()
         previous_mode = self.state.top.mode
         state, actions = self.controller.step(self.state, obs, now, workloads=workloads)
+        # Commit the state before awaiting the writes: `set_cores` or `thaw` may change it
+        # meanwhile, and must not be overwritten by this tick's older copy.
+        self.state = state
+        self.ticks += 1
         if state.top.mode is not previous_mode:
-            logger.info(
-                "control.mode",
-                extra={"mode": str(state.top.mode), "reason": state.top.reason},
-            )
-            if self._listener is not None:
-                mode = str(state.top.mode)
-                self._listener(ActionRecord(now, "mode", f"mode {mode}", state.top.reason))
-        failed = self._apply(actions, now)
-        # After a refusal, re-render every knob next tick (applied=False).
-        self.state = replace(state, applied=False) if failed else state
+            mode = str(state.top.mode)
+            logger.info("control.mode", extra={"mode": mode, "reason": state.top.reason})
+            self._notify(ActionRecord(now, "mode", f"mode {mode}", state.top.reason))
+        actions = (*actions, *await self._dcat_step(workloads, now))
+        if await self._apply(actions, now):
+            # After a refusal, re-render every knob next tick (applied=False).
+            self.state = replace(self.state, applied=False)
         return actions
 
-    def _apply(self, actions: Sequence[Action], now: float, *, record: bool = True) -> bool:
-        """Apply ``actions`` in order; True when one was refused. Unrecorded actions (a
-        repeated write of an unchanged state) are only logged and reported when refused."""
+    async def check_dcat(self) -> DcatAvailability | None:
+        """Check once whether dCat can run here (through ``execute``: ``describe()`` reads
+        resctrl's ``info/``, the sampler's probe opens counters); log
+        ``control.dcat_unavailable`` with the reason when it cannot. None without dCat."""
+        dcat = self.dcat
+        if dcat is None:
+            return None
+        actuator = self._actuator
+        sampler = dcat.sampler
+        cache = self.controller.settings.cache
+
+        def probe() -> DcatAvailability:
+            description = actuator.describe() if isinstance(actuator, DescribedActuator) else None
+            return check(description=description, cache=cache, sampler=sampler.probe())
+
+        try:
+            availability = await self._execute(probe)
+        except EXPECTED_ERRORS as err:
+            availability = DcatAvailability(False, f"the check failed: {err}")
+        dcat.set_availability(availability, cache)
+        if availability.running:
+            logger.info(
+                "control.dcat_running",
+                extra={"signal": availability.signal, "note": availability.why},
+            )
+        else:
+            logger.warning("control.dcat_unavailable", extra={"why": availability.why})
+        return availability
+
+    async def _dcat_step(self, workloads: Sequence[BeWorkload], now: float) -> tuple[Action, ...]:
+        """dCat's action for this tick, if it runs and a sub-controller period began: the
+        BE workloads sampled through ``execute``, BE's ways on the ladder as the budget."""
+        dcat = self.dcat
+        if dcat is None or not dcat.running or self.state.last_sub != now:
+            return ()
+        ids = [w.id for w in workloads]
+        sampler = dcat.sampler
+        try:
+            samples = await self._execute(lambda: sampler.sample(ids))
+        except EXPECTED_ERRORS as err:
+            dcat.last_error = f"sampling: {type(err).__name__}: {err}"
+            logger.warning("control.dcat_sample_failed", extra={"error": dcat.last_error})
+            return ()
+        action = dcat.step(budget=self.state.levels.ways, samples=samples)
+        return () if action is None else (action,)
+
+    def _track(self, obs: Observation, now: float) -> None:
+        """Update each source's health; log and record each transition once."""
+        for signal in obs.signals:
+            old = self.signals.get(signal.source)
+            base = old or SignalHealth(signal.source, SignalStatus.OK, "", now)
+            new = base.after(signal, now)
+            self.signals[signal.source] = new
+            if new.status is base.status and old is not None:
+                continue
+            if not new.ok:
+                logger.warning(
+                    "control.signal_lost",
+                    extra={"source": new.source, "status": str(new.status), "reason": new.reason},
+                )
+                what = f"signal {new.source} {new.status}"
+                self._record(ActionRecord(now, "signal", what, new.reason))
+            elif old is not None:
+                lost_s = now - base.since
+                logger.info(
+                    "control.signal_restored",
+                    extra={"source": new.source, "after_s": round(lost_s, 3)},
+                )
+                why = f"after {lost_s:.1f} s {base.status}: {base.reason}"
+                self._record(ActionRecord(now, "signal", f"signal {new.source} ok", why))
+
+    async def _apply(self, actions: Sequence[Action], now: float, *, record: bool = True) -> bool:
+        """Apply ``actions`` in order in one ``execute`` call; True when one was refused
+        (other than a `SetWorkloadWays`, which dCat retries itself).
+        Unrecorded actions (a repeated write of an unchanged state) are only logged and
+        reported when refused."""
+        if not actions:
+            return False
+        batch = tuple(actions)
+
+        def apply_all() -> list[str | None]:
+            errors: list[str | None] = []
+            for action in batch:
+                try:
+                    self._actuator.apply(action)
+                except (CorralError, OSError) as err:
+                    errors.append(str(err) or type(err).__name__)
+                else:
+                    errors.append(None)
+            return errors
+
+        async with self._writes:
+            running = asyncio.ensure_future(self._execute(apply_all))
+            try:
+                errors = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                # Stopping mid-batch: let the batch finish before anything else writes (the
+                # thaw on the way out), then stop.
+                await asyncio.wait([running])
+                raise
         failed = False
-        for action in actions:
+        for action, error in zip(batch, errors, strict=True):  # a short list is a bug: raise
+            if isinstance(action, SetWorkloadWays) and self.dcat is not None:
+                self.dcat.confirm(action, error)
             kind = type(action).__name__
             what = describe(action)
             workload = action.workload if isinstance(action, Freeze | Thaw | Evict) else None
-            try:
-                self._actuator.apply(action)
-            except CorralError as err:
-                failed = True
+            if error is not None:
+                # dCat retries its own refusals (it compares with what was written); the
+                # controller's knobs need the whole BE state rendered again.
+                failed = failed or not isinstance(action, SetWorkloadWays)
                 self.failures += 1
-                self._record(ActionRecord(now, kind, what, action.reason, str(err), workload))
+                self._record(ActionRecord(now, kind, what, action.reason, error, workload))
                 logger.warning(
                     "control.action_failed",
-                    extra={"action": what, "reason": action.reason, "error": str(err)},
+                    extra={"action": what, "reason": action.reason, "error": error},
                 )
                 continue
             if not record:
@@ -230,6 +502,9 @@ class ColocationRuntime:
 
     def _record(self, record: ActionRecord) -> None:
         self.history.append(record)
+        self._notify(record)
+
+    def _notify(self, record: ActionRecord) -> None:
         if self._listener is not None:
             self._listener(record)
 
@@ -246,38 +521,43 @@ class ColocationRuntime:
         if new == self.controller.cores:
             return False
         self.controller = replace(self.controller, cores=new)
-        spec = self.controller.specs()["cores"]
+        spec = self.controller.specs()[Knob.CORES]
         state = self.state
         pending = state.pending
-        if pending is not None and pending.knob == "cores":
+        if pending is not None and pending.knob is Knob.CORES:
             pending = None
-        levels = state.levels.with_level("cores", spec.clamp(state.levels.cores))
+        levels = state.levels.with_level(Knob.CORES, spec.clamp(state.levels.cores))
         self.state = replace(state, levels=levels, pending=pending)
         return True
 
-    def reapply(self, reason: str, *, record: bool = False) -> tuple[Action, ...]:
-        """Write the current BE CPUs, weight, quota and cache state again.
+    async def reapply(self, reason: str, *, record: bool = False) -> tuple[Action, ...]:
+        """Write the current BE CPUs, weight, quota and cache state again (through
+        ``execute``, never interleaved with a tick's writes).
 
         With ``record`` the writes count as actions (the BE state changed, e.g. the pool
         did); without, only refusals are reported. A refusal makes the next tick re-apply.
         """
         actions = self.controller.render(self.state.levels, reason)
-        if self._apply(actions, self._clock(), record=record):
+        ways = self.dcat.current(reason) if self.dcat is not None and self.dcat.running else None
+        if ways is not None:
+            actions = (*actions, ways)
+        if await self._apply(actions, self._clock(), record=record):
             self.state = replace(self.state, applied=False)
         return actions
 
-    def thaw(self, workloads: Sequence[str], reason: str) -> None:
-        """Thaw ``workloads`` (recorded as actions) and forget that they were frozen."""
+    async def thaw(self, workloads: Sequence[str], reason: str) -> None:
+        """Thaw ``workloads`` (recorded as actions, through ``execute``) and forget that
+        they were frozen."""
         if not workloads:
             return
-        self._apply([Thaw(wid, reason) for wid in workloads], self._clock())
+        await self._apply([Thaw(wid, reason) for wid in workloads], self._clock())
         gone = set(workloads)
         frozen = tuple((w, t) for w, t in self.state.evict.frozen if w not in gone)
         self.state = replace(self.state, evict=replace(self.state.evict, frozen=frozen))
 
-    def thaw_all(self, reason: str) -> None:
+    async def thaw_all(self, reason: str) -> None:
         """Thaw every workload the controller froze and forget them."""
-        self.thaw([wid for wid, _ in self.state.evict.frozen], reason)
+        await self.thaw([wid for wid, _ in self.state.evict.frozen], reason)
 
     async def start(self) -> None:
         """Run `run` as an asyncio task of its own (idempotent)."""
@@ -294,28 +574,58 @@ class ColocationRuntime:
             self._task = None
 
     async def run(self) -> None:
-        """Start the services (probers), tick every `period_s` until cancelled, then thaw
-        what the controller froze and stop the services. BE cores, weight and quota are
-        left as the last action set them."""
+        """Start the services (probers, scrape clients), tick until cancelled - every
+        `period_s`, backing off after failed ticks (see `next_delay_s`) - then thaw what
+        the controller froze and stop the services. BE cores, weight and quota are left as
+        the last action set them. A programming error ends it (see the module docstring)."""
         started: list[Service] = []
         try:
+            if self.dcat is not None and self.dcat.availability is None:
+                await self.check_dcat()
             for service in self._services:
                 await service.start()
                 started.append(service)
             while True:
-                try:
-                    self.tick()
-                except (CorralError, OSError) as err:
-                    # A signal source that fails this period: hold, try again next period.
-                    logger.warning("control.tick_failed", extra={"error": str(err)})
-                await self._sleep(self.period_s)
+                await self._guarded_tick()
+                await self._sleep(self.next_delay_s())
         finally:
-            self.thaw_all("the controller is stopping")
-            for service in reversed(started):
-                await service.stop()
+            try:
+                await self.thaw_all("the controller is stopping")
+            finally:
+                try:
+                    if self.dcat is not None:
+                        await self._execute(self.dcat.sampler.close)
+                finally:
+                    for service in reversed(started):
+                        await service.stop()
+
+    async def _guarded_tick(self) -> None:
+        """One tick under the failure policy (see the module docstring)."""
+        try:
+            await self.tick()
+        except EXPECTED_ERRORS as err:
+            self.tick_failures += 1
+            self.consecutive_tick_failures += 1
+            self.last_error = f"{type(err).__name__}: {err}"
+            logger.warning(
+                "control.tick_failed",
+                extra={
+                    "error": self.last_error,
+                    "consecutive": self.consecutive_tick_failures,
+                    "retry_in_s": self.next_delay_s(),
+                },
+            )
+            return
+        except Exception:
+            logger.exception("control.crashed")
+            raise
+        if self.consecutive_tick_failures:
+            logger.info("control.tick_recovered", extra={"after": self.consecutive_tick_failures})
+        self.consecutive_tick_failures = 0
 
     def status(self) -> dict[str, Any]:
-        """The controller's state, the last observation and recent actions (for /status)."""
+        """The controller's state, the last observation, each source's signal health, the
+        loop's failures and recent actions (for /status); cheap, never blocks."""
         doc = self.controller.status(self.state)
         obs = self.last_observation
         doc["observation"] = {
@@ -323,11 +633,26 @@ class ColocationRuntime:
             "load_rps": obs.load_rps,
             "noisy": obs.noisy,
             "be_memory_bytes": obs.be_memory_bytes,
+            "signal": str(obs.status),
+            "no_signal": obs.no_signal_reason() or None,
+        }
+        doc["signals"] = [h.to_json() for h in self.signals.values()]
+        doc["loop"] = {
+            "ticks": self.ticks,
+            "failures": self.tick_failures,
+            "consecutive_failures": self.consecutive_tick_failures,
+            "last_error": self.last_error,
+            "next_tick_in_s": self.next_delay_s(),
         }
         if self._describe is not None:
             # Each LC workload has its own SLO; the controller's default SLO means nothing.
             doc.pop("slo", None)
             doc["lc"] = self._describe()
+        doc["dcat"] = (
+            {"enabled": False, "running": False, "why": "off (dcat.enabled: false)"}
+            if self.dcat is None
+            else self.dcat.status()
+        )
         doc["actions"] = dict(self.action_counts)
         doc["failures"] = self.failures
         doc["recent"] = [r.to_json() for r in list(self.history)[-10:]]
@@ -347,4 +672,8 @@ class ColocationRuntime:
             frozen=len(state.evict.frozen),
             actions=dict(self.action_counts),
             failures=self.failures,
+            signals=tuple(self.signals.values()),
+            tick_failures=self.tick_failures,
+            consecutive_tick_failures=self.consecutive_tick_failures,
+            dcat=DcatSnapshot(False, False) if self.dcat is None else self.dcat.snapshot(),
         )

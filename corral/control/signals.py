@@ -1,10 +1,55 @@
-"""What the controller observes each period, and quantiles from Prometheus histograms."""
+"""What the controller observes each period, and quantiles from Prometheus histograms.
+
+Every latency source says, with its observation, whether it could be read at all: a
+`Signal` per source with a `SignalStatus`. A source that did not answer in time is
+``slow``, one that answered with an error (refused, HTTP error, unparsable text, a missing
+or stale file, every probe failed) is ``failed``, one that answered without enough samples
+to judge is ``no_data``. Anything but ``ok`` means "no signal": the controller then holds
+BE where it is instead of reading the missing number as a breach or as room to grow.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SignalStatus(StrEnum):
+    """Whether a latency source could be read this period."""
+
+    OK = "ok"
+    SLOW = "slow"
+    """No answer within the source's timeout."""
+    FAILED = "failed"
+    """The source answered with an error or could not be reached."""
+    NO_DATA = "no_data"
+    """The source answered, with too few samples to judge the SLO percentile."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """What one source said about itself this period.
+
+    ``reason`` says why it is not ``ok`` (e.g. ``no answer within 1.0 s``); ``latency_ms``
+    is the latency it measured (None when it measured none); ``read_s`` how long the read
+    took (None when the reader did not time it)."""
+
+    source: str
+    status: SignalStatus = SignalStatus.OK
+    reason: str = ""
+    latency_ms: float | None = None
+    read_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the source could be read and had enough samples."""
+        return self.status is SignalStatus.OK
+
+    def describe(self) -> str:
+        """``<source>: <reason>`` (the status when there is no reason)."""
+        return f"{self.source}: {self.reason or self.status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +76,35 @@ class Observation:
     load: float | None = None
     """LC load as a fraction of peak, when the source knows the peak (the highest of
     several LC workloads); otherwise the controller divides ``load_rps`` by its own."""
+    signals: tuple[Signal, ...] = ()
+    """One entry per latency source behind this observation (several for several LC
+    workloads). An observation without any (built by hand, e.g. in a benchmark) counts
+    as a good signal."""
+
+    @property
+    def lost(self) -> tuple[Signal, ...]:
+        """The sources that gave no signal this period (status other than ``ok``)."""
+        return tuple(s for s in self.signals if not s.ok)
+
+    @property
+    def status(self) -> SignalStatus:
+        """``ok`` when every source could be read, else the first lost source's status."""
+        lost = self.lost
+        return lost[0].status if lost else SignalStatus.OK
+
+    def no_signal_reason(self) -> str:
+        """Which sources gave no signal and why, e.g. ``api: no answer within 1.0 s``
+        (empty when every source could be read)."""
+        return "; ".join(s.describe() for s in self.lost)
+
+
+def no_signal(
+    source: str, status: SignalStatus, reason: str, *, noisy: bool = False, samples: int = 0
+) -> Observation:
+    """An observation from ``source`` that carries no usable latency, saying why."""
+    if status is SignalStatus.OK:
+        raise ValueError("no_signal() needs a status other than ok")
+    return Observation(samples=samples, noisy=noisy, signals=(Signal(source, status, reason),))
 
 
 def quantile_from_buckets(buckets: Sequence[tuple[float, float]], q: float) -> float | None:

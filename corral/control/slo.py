@@ -50,5 +50,12 @@ def percentile(values: Sequence[float], pct: float) -> float:
     if not values:
         raise ValueError("percentile of no values")
     ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    return ordered[nearest_rank(len(ordered), pct) - 1]
+
+
+def nearest_rank(count: int, pct: float) -> int:
+    """The 1-based rank of the nearest-rank ``pct`` percentile among ``count`` values
+    (``ValueError`` when there are none)."""
+    if count < 1:
+        raise ValueError("percentile of no values")
+    return min(count, max(1, math.ceil(pct / 100.0 * count)))

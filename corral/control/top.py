@@ -12,7 +12,10 @@ Every ``period_s`` (Heracles: 15 s) slack = (SLO - measured) / SLO decides a mod
 * ``hold``    - slack < 10%: BE may not grow.
 * ``grow``    - otherwise: sub-controllers may try one growth step.
 
-No latency sample (an idle service) never grows BE: it holds.
+No latency sample (an idle service) never grows BE: it holds. A period whose latency
+source gave no signal (slow, failed, too few samples) does not reach `top_step` at all:
+the controller holds BE with the reason ``no signal: <source>: <why>``
+(`corral.control.controller`).
 """
 
 from __future__ import annotations

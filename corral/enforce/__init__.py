@@ -15,7 +15,10 @@ Modules, lowest first:
 * `hygiene` - reclaim page cache (v1 memory.force_empty, v2 memory.reclaim) before removing
   a cgroup; dying-cgroup counts (v2 cgroup.stat, v1 /proc/cgroups vs directories).
 * `enforcer` - `Enforcer(cgroup_root=...)`: `locate`, `apply` (-> `ApplyReport`), `drift`
-  (-> `DriftReport`), `repair`, `attach`, `stale`, `remove`, `prune`, `dying`.
+  (-> `DriftReport`), `repair`, `attach`, `join_accounting`, `stale`, `remove`, `prune`,
+  `dying`.
+* `usage` - `UsageReader(layout).read(cgroup)`: a cgroup's CPU time (v1 cpuacct wherever it
+  is mounted, else v2 cpu.stat) or why there is none.
 * `resctrl` - `Resctrl(resctrl_root=...)`: info, validated schemata, groups, tasks/CPUs.
 
 Where it was verified: on the project VM's real cgroup v1 hierarchies (Linux 6.18, 2 CPUs,

@@ -25,7 +25,7 @@ Rules, and why:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from corral.enforce.weights import (
@@ -89,6 +89,9 @@ class DesiredState:
     memory: MemoryLimits | None = None
     exclusive: bool = False
     create: bool = True
+    foreign_files: frozenset[str] = frozenset()
+    """Interface files of this cgroup another owner writes (the colocation controller):
+    corral's enforcer never writes them and does not count them as drift."""
 
     def mems_text(self) -> str:
         """``cpuset.mems`` in the kernel's list format."""
@@ -139,6 +142,10 @@ class EnforceSettings:
     """Memory limits are rounded down to whole pages, as the kernel stores them."""
     conversion: Conversion = Conversion.QUADRATIC
     """shares -> cpu.weight mapping on v2 hosts (see corral.enforce.weights)."""
+    controlled_be_files: frozenset[str] = frozenset()
+    """Interface files of the BE box that the colocation controller owns (its CPU and
+    memory-pressure knobs); when ``cpuset.cpus`` is among them, the cpusets of the BE
+    workloads in the box are the controller's too. Empty: the enforcer owns everything."""
 
     def __post_init__(self) -> None:
         if not MIN_PERIOD_US <= self.period_us <= MAX_PERIOD_US:
@@ -245,9 +252,11 @@ def desired_states(
             settings=settings,
             cgroup=locations.get(workload.id),
         )
-        leaves.append(state)
         if state.create and workload.qos is Qos.BE:
             be_created.append((workload, state))
+            if "cpuset.cpus" in settings.controlled_be_files:
+                state = replace(state, foreign_files=frozenset({"cpuset.cpus"}))
+        leaves.append(state)
     all_cpus = topology.all_cpus
     parent = DesiredState(
         name=settings.parent,
@@ -299,6 +308,7 @@ def be_box_state(
         memory=MemoryLimits(
             high=None, max=None if memory_max is None else memory_max // page * page
         ),
+        foreign_files=settings.controlled_be_files,
     )
 
 

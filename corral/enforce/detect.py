@@ -18,6 +18,10 @@ from pathlib import Path
 #: CPUs and memory nodes; ``memory`` the high/max limits.
 MANAGED_CONTROLLERS: tuple[str, ...] = ("cpuset", "cpu", "memory")
 
+#: The v1 controller that counts a cgroup's CPU time (``cpuacct.usage``, ns). corral writes
+#: none of its files, but creates its cgroups there so their usage can be sampled.
+ACCOUNTING_CONTROLLER = "cpuacct"
+
 # A v1 hierarchy is recognised by one interface file per controller at its root.
 _V1_MARKERS: dict[str, str] = {
     "cpuset": "cpuset.cpus",
@@ -81,6 +85,38 @@ class CgroupLayout:
         """The subset of `MANAGED_CONTROLLERS` that is mounted here."""
         return {c: h for c, h in self.controllers.items() if c in MANAGED_CONTROLLERS}
 
+    def accounting(self) -> Hierarchy | None:
+        """The hierarchy whose counter says how much CPU a cgroup used, or None.
+
+        The v1 hierarchy serving ``cpuacct`` (its own mount, as on this project's VM, or
+        co-mounted as ``cpu,cpuacct``, or a named one: it is found by its files, not its
+        name) comes first: container runtimes on v1 and hybrid hosts always create their
+        cgroups there, and every kernel has it. Without one, the cgroup2 mount: every v2
+        cgroup has ``cpu.stat`` with ``usage_usec``, with or without the cpu controller.
+        """
+        cpuacct = self.controllers.get(ACCOUNTING_CONTROLLER)
+        if cpuacct is not None and cpuacct.version is Version.V1:
+            return cpuacct
+        return self.unified
+
+    def separate_accounting(self) -> Hierarchy | None:
+        """`accounting` when it is not one of the managed hierarchies, so corral must create
+        its cgroups and move their processes there as well (None when a managed hierarchy
+        already holds the counter, or there is no accounting hierarchy)."""
+        home = self.accounting()
+        if home is None or home.path in {h.path for h in self.managed().values()}:
+            return None
+        return home
+
+    def owned(self) -> tuple[Hierarchy, ...]:
+        """Every hierarchy in which corral creates (and removes) its cgroups: the managed
+        ones plus a separate accounting hierarchy, each once, sorted by path."""
+        homes = {h.path: h for h in self.managed().values()}
+        extra = self.separate_accounting()
+        if extra is not None:
+            homes[extra.path] = extra
+        return tuple(homes[p] for p in sorted(homes))
+
     def limitations(self) -> tuple[str, ...]:
         """Plain statements of what corral cannot enforce on this host, and why."""
         notes: list[str] = []
@@ -105,6 +141,8 @@ class CgroupLayout:
                     "controller (they are bound to v1): corral enforces through v1 and uses "
                     "cgroup2 only for PSI and cgroup.stat"
                 )
+        if self.mode is not Mode.NONE:
+            notes.extend(self._accounting_limitations())
         cpu = self.controllers.get("cpu")
         if cpu is not None and cpu.version is Version.V1 and not (cpu.path / "cpu.idle").exists():
             notes.append(
@@ -112,6 +150,20 @@ class CgroupLayout:
                 "the minimum cpu.shares (2) instead of SCHED_IDLE-like treatment"
             )
         return tuple(notes)
+
+    def _accounting_limitations(self) -> list[str]:
+        home = self.accounting()
+        if home is None:
+            return [
+                f"no cpuacct hierarchy and no cgroup2 mount under {self.root}: CPU usage "
+                "cannot be sampled and the predictor uses each workload's request"
+            ]
+        if self.separate_accounting() is not None and not home.writable:
+            return [
+                f"{home.path} (CPU accounting) is not writable by this process: corral "
+                "cannot create its cgroups there and reads usage only of cgroups others made"
+            ]
+        return []
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready summary: mode, controllers and where, writability, limitations."""
@@ -123,6 +175,7 @@ class CgroupLayout:
                 for name, h in sorted(self.controllers.items())
             },
             "unified": None if self.unified is None else str(self.unified.path),
+            "accounting": None if (acct := self.accounting()) is None else str(acct.path),
             "limitations": list(self.limitations()),
         }
 

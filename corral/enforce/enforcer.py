@@ -15,16 +15,24 @@ One object per host, created with the cgroup root so tests point it at a tree::
    raises `InputError` before anything is touched;
 2. snapshot the cpusets and plan their writes (`corral.enforce.order`); a plan that cannot
    be executed safely raises `EnforcementError` before anything is touched;
-3. create the directories of corral-owned cgroups (parents first), and on v2 enable the
+3. create the directories of corral-owned cgroups (parents first) in every managed
+   hierarchy and in a separate CPU-accounting hierarchy (v1 ``cpuacct`` mounted on its own,
+   as on this project's VM: `CgroupLayout.separate_accounting`), and on v2 enable the
    controllers in every ancestor's ``cgroup.subtree_control``;
 4. execute the memory-node plan, then the CPU plan; the first refused write stops that
    plan (later writes depend on it), leaving a valid tree that the next apply finishes;
 5. write the cpu and memory files of every cgroup, parents first, skipping files that
-   already hold their value; each refusal is recorded with file and errno, and the rest go on.
+   already hold their value; each refusal is recorded with file and errno, and the rest go on;
+6. join the hierarchies: a process found in a corral-owned cgroup in one hierarchy corral
+   creates it in (someone wrote its pid into ``cpuset/<cgroup>/cgroup.procs`` only, or the
+   cgroup was removed and recreated in one hierarchy) is moved into the same cgroup of the
+   others, the separate accounting hierarchy included, so its limits apply and its CPU
+   time is counted (`join_accounting`). Runtime-owned cgroups are left to their runtime.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +53,7 @@ from corral.enforce.detect import CgroupLayout, Hierarchy, Version, detect_cgrou
 from corral.enforce.files import FileSetting, canonical, cpu_files, cpuset_files, memory_files
 from corral.enforce.hygiene import DyingReport, RemoveReport, dying_cgroups, remove_cgroup
 from corral.enforce.locate import explicit_path, locate_container
+from corral.enforce.marker import OwnerMark, check_owner, write_mark
 from corral.enforce.order import PlanError, SetNode, SetWrite, plan_set_writes
 from corral.enforce.report import ApplyReport, Difference, DriftReport, Failure, Write
 from corral.errors import EnforcementError, InputError
@@ -161,6 +170,7 @@ class Enforcer:
                         log.warning("enforce.write_refused", extra={"failure": str(err)})
                         continue
                 writes.append(Write(path, old, setting.value))
+        self._join(ready, dry_run, writes, failures)
         report = ApplyReport(
             created=tuple(created),
             writes=tuple(writes),
@@ -268,7 +278,7 @@ class Enforcer:
                 if key == "cpus"
                 else (None if state.mems is None else CpuSet(state.mems))
             )
-            if target is None:
+            if target is None or file in state.foreign_files:
                 continue
             now = current(state.cgroup)
             nodes[state.cgroup] = SetNode(
@@ -330,7 +340,10 @@ class Enforcer:
         created: list[str],
         failures: list[Failure],
     ) -> set[str]:
-        """Create owned cgroups (parents first); return the cgroups that are unusable."""
+        """Create owned cgroups (parents first); return the cgroups that are unusable.
+
+        A cgroup that cannot be made in the separate accounting hierarchy is reported but
+        still enforced: only its usage goes unsampled (and the sampler says so)."""
         missing: set[str] = set()
         for hierarchy in sorted({h.path for h in homes.values()}):
             for state in states:
@@ -345,22 +358,35 @@ class Enforcer:
                     )
                     missing.add(state.cgroup)
                     continue
-                parts = state.cgroup.split("/")
-                for depth in range(1, len(parts) + 1):
-                    step = cgroup_dir(hierarchy, "/".join(parts[:depth]))
-                    if step.is_dir() or str(step) in created:
-                        continue
-                    if dry_run:
-                        created.append(str(step))
-                        continue
-                    try:
-                        if make_dir(step):
-                            created.append(str(step))
-                    except CgroupFsError as err:
-                        failures.append(err.failure)
-                        missing.add(state.cgroup)
-                        break
+                if not self._make_path(hierarchy, state.cgroup, dry_run, created, failures):
+                    missing.add(state.cgroup)
+        accounting = self.layout.separate_accounting()
+        if accounting is not None:
+            for state in states:
+                if state.create and state.cgroup not in missing:
+                    self._make_path(accounting.path, state.cgroup, dry_run, created, failures)
         return missing
+
+    @staticmethod
+    def _make_path(
+        hierarchy: Path, cgroup: str, dry_run: bool, created: list[str], failures: list[Failure]
+    ) -> bool:
+        """Create ``cgroup`` and its missing ancestors in ``hierarchy``; False on refusal."""
+        parts = cgroup.split("/")
+        for depth in range(1, len(parts) + 1):
+            step = cgroup_dir(hierarchy, "/".join(parts[:depth]))
+            if step.is_dir() or str(step) in created:
+                continue
+            if dry_run:
+                created.append(str(step))
+                continue
+            try:
+                if make_dir(step):
+                    created.append(str(step))
+            except CgroupFsError as err:
+                failures.append(err.failure)
+                return False
+        return True
 
     def _enable_controllers(
         self, states: Sequence[DesiredState], homes: Mapping[str, Hierarchy]
@@ -406,7 +432,7 @@ class Enforcer:
         memory = homes.get("memory")
         if memory is not None:
             out.extend((setting, memory) for setting in memory_files(state, memory.version))
-        return out
+        return [(s, h) for s, h in out if s.file not in state.foreign_files]
 
     def _has_file(self, home: Hierarchy, cgroup: str, name: str) -> bool:
         """Whether the cgroup offers ``name``; for a cgroup not created yet (dry run), its
@@ -437,7 +463,9 @@ class Enforcer:
             settings: list[tuple[FileSetting, Hierarchy]] = []
             cpuset = homes.get("cpuset")
             if cpuset is not None:
-                settings.extend((s, cpuset) for s in cpuset_files(state))
+                settings.extend(
+                    (s, cpuset) for s in cpuset_files(state) if s.file not in state.foreign_files
+                )
             settings.extend(self._other_settings(state, homes))
             absent: set[Path] = set()
             for setting, home in settings:
@@ -454,23 +482,138 @@ class Enforcer:
                 actual = None if raw is None else canonical(setting.file, raw)
                 if actual != setting.expected:
                     differences.append(Difference(state.name, path, setting.expected, actual))
+            if state.create and not absent and len(self.layout.owned()) > 1:
+                checked += 1
+                differences.extend(self._membership_drift(state, failures))
         log.info("enforce.drift", extra={"checked": checked, "differences": len(differences)})
         return DriftReport(
             checked=checked, differences=tuple(differences), failures=tuple(failures)
         )
 
+    def _membership_drift(self, state: DesiredState, failures: list[Failure]) -> list[Difference]:
+        """A corral-owned cgroup missing from the separate accounting hierarchy, or
+        processes of it absent from it in one of the hierarchies corral creates it in
+        (both repaired by `apply`)."""
+        out: list[Difference] = []
+        accounting = self.layout.separate_accounting()
+        if accounting is not None:
+            directory = cgroup_dir(accounting.path, state.cgroup)
+            if not directory.is_dir():
+                out.append(Difference(state.name, str(directory), "exists", None))
+        homes = self.layout.owned()
+        present = {h.path: _pids(cgroup_dir(h.path, state.cgroup), failures) for h in homes}
+        members = set().union(*present.values())
+        for home in homes:
+            directory = cgroup_dir(home.path, state.cgroup)
+            missing = sorted(members - set(present[home.path]))
+            if missing and directory.is_dir():
+                out.append(
+                    Difference(
+                        state.name,
+                        file_path(home.path, state.cgroup, "cgroup.procs"),
+                        "holds pids " + " ".join(map(str, missing)),
+                        " ".join(map(str, present[home.path])) or "no pids",
+                    )
+                )
+        return out
+
+    # --- ownership -----------------------------------------------------------------------
+    def _parent_dir(self) -> Path | None:
+        home = self.layout.hierarchy_of("cpuset") or self._search_hierarchy()
+        return None if home is None else cgroup_dir(home.path, self.settings.parent)
+
+    def check_owner(self, me: OwnerMark) -> OwnerMark | None:
+        """Refuse (`TreeOwnedError`) when another live process owns corral's parent; returns
+        the mark of a dead previous owner, if any."""
+        directory = self._parent_dir()
+        if directory is None or not directory.is_dir():
+            return None
+        return check_owner(directory, me, self.proc_root)
+
+    def claim(self, me: OwnerMark) -> OwnerMark | None:
+        """Make corral's parent (in the cpuset hierarchy) carry ``me`` as its owner, creating
+        it if needed; refuses a tree another live process owns (`TreeOwnedError`) and
+        returns the stale mark it took over."""
+        directory = self._parent_dir()
+        if directory is None:
+            return None
+        try:
+            make_dir(directory)
+        except CgroupFsError as err:
+            raise EnforcementError(f"{directory}: cannot create: {err}") from err
+        stale = check_owner(directory, me, self.proc_root)
+        write_mark(directory, me)
+        return stale
+
     # --- processes and removal ----------------------------------------------------------
     def attach(self, cgroup: str, pid: int) -> None:
         """Move process ``pid`` into ``cgroup`` in every managed hierarchy (cpuset first,
-        since v1 refuses tasks in a cpuset without CPUs). Raises `CgroupFsError`."""
+        since v1 refuses tasks in a cpuset without CPUs), then in a separate accounting
+        hierarchy so its CPU time is counted. Raises `CgroupFsError`."""
         homes = self.layout.managed()
         order = [homes[c] for c in ("cpuset", "memory", "cpu") if c in homes]
+        accounting = self.layout.separate_accounting()
+        if accounting is not None:
+            order.append(accounting)
         done: set[Path] = set()
         for home in order:
             if home.path in done:
                 continue
             done.add(home.path)
             write_file(cgroup_dir(home.path, cgroup) / "cgroup.procs", str(pid))
+
+    def join_accounting(
+        self, states: Sequence[DesiredState], *, dry_run: bool = False
+    ) -> ApplyReport:
+        """Put every process of a corral-owned cgroup into that cgroup in every hierarchy
+        corral creates it in (see step 6 of the module doc): a process written into one
+        hierarchy only (its cpuset, say), a separate accounting hierarchy the process never
+        joined, or a cgroup recreated in one hierarchy after it was removed there.
+
+        Returns the moves as writes (``step="join"``) and the refusals; a process that
+        exits before it is moved is not a failure."""
+        writes: list[Write] = []
+        failures: list[Failure] = []
+        self._join(states, dry_run, writes, failures)
+        return ApplyReport(writes=tuple(writes), failures=tuple(failures), dry_run=dry_run)
+
+    def members(self, cgroup: str) -> frozenset[int]:
+        """Every process of ``cgroup``, over all the hierarchies corral creates it in."""
+        failures: list[Failure] = []
+        pids: set[int] = set()
+        for home in self.layout.owned():
+            pids.update(_pids(cgroup_dir(home.path, cgroup), failures))
+        return frozenset(pids)
+
+    def _join(
+        self,
+        states: Sequence[DesiredState],
+        dry_run: bool,
+        writes: list[Write],
+        failures: list[Failure],
+    ) -> None:
+        homes = self.layout.owned()
+        if len(homes) < 2:
+            return  # one hierarchy (pure v2): a process is in the cgroup or not
+        for state in states:
+            if not state.create:
+                continue  # a runtime's cgroup: its runtime decides where its processes go
+            present = {h.path: _pids(cgroup_dir(h.path, state.cgroup), failures) for h in homes}
+            members = set().union(*present.values())
+            for home in homes:
+                if not cgroup_dir(home.path, state.cgroup).is_dir():
+                    continue  # nothing to move into; the next apply creates it
+                for pid in sorted(members - set(present[home.path])):
+                    procs = file_path(home.path, state.cgroup, "cgroup.procs")
+                    if not dry_run:
+                        try:
+                            write_file(procs, str(pid))
+                        except CgroupFsError as err:
+                            if err.failure.errno != errno.ESRCH:  # ESRCH: it exited meanwhile
+                                failures.append(err.failure)
+                                log.warning("enforce.join_refused", extra={"failure": str(err)})
+                            continue
+                    writes.append(Write(procs, None, str(pid), "join"))
 
     def stale(self, states: Sequence[DesiredState]) -> tuple[str, ...]:
         """Cgroups under corral's parent (and its BE box) that no state wants any more."""
@@ -513,6 +656,16 @@ class Enforcer:
     def dying(self) -> DyingReport:
         """Dying memory cgroups on the host (see `corral.enforce.hygiene.DyingReport`)."""
         return dying_cgroups(self.layout, self.proc_root)
+
+
+def _pids(directory: Path, failures: list[Failure]) -> tuple[int, ...]:
+    """The pids of a cgroup directory (none when it vanished); a refused read is recorded
+    in ``failures`` and counts as no pids."""
+    try:
+        return list_pids(directory)
+    except CgroupFsError as err:
+        failures.append(err.failure)
+        return ()
 
 
 def _read_raw(path: Path | str, failures: list[Failure]) -> str | None:

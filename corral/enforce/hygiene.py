@@ -115,12 +115,27 @@ def reclaim(layout: CgroupLayout, cgroup: str) -> Failure | None:
     return None
 
 
+def _mounted(layout: CgroupLayout) -> list[Path]:
+    """Every cgroup hierarchy under the layout's root, known controllers or not (freezer's
+    root, for one, has no file detection recognises)."""
+    found = [h.path for h in layout.hierarchies]
+    try:
+        entries = sorted(layout.root.iterdir())
+    except OSError:
+        return found
+    found.extend(e for e in entries if (e / "cgroup.procs").is_file())
+    return found
+
+
 def remove_cgroup(layout: CgroupLayout, cgroup: str, *, reclaim_first: bool = True) -> RemoveReport:
-    """Reclaim, then remove ``cgroup`` and its children from every managed hierarchy.
+    """Reclaim, then remove ``cgroup`` and its children from every hierarchy corral
+    creates cgroups in (managed ones and a separate accounting one: `CgroupLayout.owned`)
+    and from any other hierarchy where one was made for it (the controller's freezer
+    group, the v2 group it reads per-cgroup PSI from on a hybrid host).
 
     Raises `EnforcementError` (and removes nothing) while any of them holds tasks.
     """
-    dirs = sorted({h.path for h in layout.managed().values()})
+    dirs = sorted({h.path for h in layout.owned()} | set(_mounted(layout)))
     busy = {
         str(d): pids
         for d in dirs

@@ -102,8 +102,7 @@ def plan_set_writes(nodes: Mapping[str, SetNode]) -> tuple[SetWrite, ...]:
             write(path, want, Step.WIDEN)
 
     for path in leaves:
-        target = nodes[path].target
-        assert target is not None
+        target = _target(nodes, path)
         kept = cur[path] & target
         if kept != cur[path] and (kept or not nodes[path].has_tasks):
             write(path, kept, Step.RELEASE)
@@ -113,8 +112,7 @@ def plan_set_writes(nodes: Mapping[str, SetNode]) -> tuple[SetWrite, ...]:
     while pending:
         progressed = False
         for path in list(pending):
-            target = nodes[path].target
-            assert target is not None
+            target = _target(nodes, path)
             if target.isdisjoint(_held_against(nodes, cur, leaves, path)):
                 write(path, target, Step.GRANT)
                 pending.remove(path)
@@ -137,8 +135,7 @@ def plan_set_writes(nodes: Mapping[str, SetNode]) -> tuple[SetWrite, ...]:
         (p for p in nodes if descendants[p] and nodes[p].target is not None),
         key=lambda p: (-depth[p], p),
     ):
-        target = nodes[path].target
-        assert target is not None
+        target = _target(nodes, path)
         if cur[path] != target:
             write(path, target, Step.SHRINK)
     return tuple(plan)
@@ -201,10 +198,16 @@ def _validate(
     for path in leaves:
         if not nodes[path].exclusive:
             continue
-        target = nodes[path].target
-        assert target is not None
+        target = _target(nodes, path)
         for other in leaves:
-            other_target = nodes[other].target
-            assert other_target is not None
+            other_target = _target(nodes, other)
             if other != path and not target.isdisjoint(other_target):
                 raise PlanError(f"{path}: exclusive CPUs {target} overlap {other}'s {other_target}")
+
+
+def _target(nodes: Mapping[str, SetNode], path: str) -> CpuSet:
+    """The target of ``path``, which the plan needs: a leaf or a shrinking parent."""
+    target = nodes[path].target
+    if target is None:
+        raise PlanError(f"{path}: no target CPU set where the plan needs one")
+    return target

@@ -13,9 +13,10 @@ The kernel's interface under ``/sys/fs/resctrl`` (Documentation/arch/x86/resctrl
   (percent per domain); a write may carry only the lines it changes.
 
 Everything here is validated against ``info/`` before writing, so a bad mask is refused
-with the rule it breaks rather than the kernel's bare EINVAL. NOTE: this host has no
-resctrl; this module was tested only on directory trees shaped like the kernel's, never on
-RDT hardware.
+with the rule it breaks rather than the kernel's bare EINVAL. The colocation controller
+writes its LLC-way, MBA and per-workload (dCat) allocations through this module
+(`corral.control.llc`). NOTE: this host has no resctrl; this module was tested only on
+directory trees shaped like the kernel's, never on RDT hardware.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from corral.errors import InputError
+from corral.errors import InputError, PlacementError
 from corral.placement.allocate import Allocator
 from corral.placement.assignment import Placement
 from corral.placement.cost import CostBreakdown, CostWeights, explain_placement
@@ -254,9 +254,9 @@ def decide(
                 f"(threshold {settings.rebalance_threshold:g})"
             )
     chosen = proposal if applied else current
-    assert chosen is not None
     chosen_cost = proposed_cost if applied else current_cost
-    assert chosen_cost is not None
+    if chosen is None or chosen_cost is None:
+        raise PlacementError(f"{kind} decision: no placement to choose ({reason})")
     return Decision(
         kind=kind,
         placement=chosen,

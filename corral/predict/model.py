@@ -119,9 +119,10 @@ def fit_calibration(
                     best = (loss, snap, scale, coverage)
     if best is not None:
         snap, scale = best[1], best[2]
-    else:
-        assert closest is not None
+    elif closest is not None:
         snap, scale = closest[1], closest[2]
+    else:  # _SNAPS and _SCALES are never empty; kept so a bad edit fails loudly
+        raise ValueError("calibration grid is empty")
     after = float(
         np.mean(actual <= Calibration(snap=snap, scale=scale).apply(raw_share) * capacity)
     )

@@ -26,6 +26,7 @@ Method (issue 6, design.md section 5):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -490,7 +491,7 @@ class Experiment:
                 memory=self.actuator,
                 workloads=lambda: (BeWorkload(sub, 0),),
             )
-            runtime.tick()  # the initial BE state, before BE starts
+            asyncio.run(runtime.tick())  # the initial BE state, before BE starts
         be = None if policy == "lc-alone" else self.start_be(sub, antagonist, total + 2)
         windows: list[Window] = []
         last = {"be": self.tree.cpu_usage_s("be"), "steal": steal_ticks(), "t": time.monotonic()}
@@ -540,7 +541,7 @@ class Experiment:
                         }
                     )
                 )
-                runtime.tick()
+                asyncio.run(runtime.tick())  # a synchronous driver: one loop per tick
                 for window in windows[-len(batch) :]:
                     window.mode = str(runtime.state.top.mode)
                     window.be_cores = runtime.state.levels.cores
