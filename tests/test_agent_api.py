@@ -209,6 +209,32 @@ def test_unix_socket_is_private_and_serves_the_api(tmp_path: Path) -> None:
             assert client.put("/workloads/u?wait=true", json={"cpus": 1}).status_code == 201
 
 
+def test_the_unix_socket_never_replaces_a_file_or_a_live_agents_socket(tmp_path: Path) -> None:
+    def agent_on(path: Path, state: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "corral.cli", "agent", "--unix-socket", str(path),
+             "--listen", "127.0.0.1:0",
+             "--state", str(tmp_path / state), "--dry-run", "--topology", "toy-16"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not a socket")
+    refused = agent_on(precious, "a.db")
+    assert refused.returncode == 2 and "not a socket" in refused.stderr, refused.stderr
+    assert precious.read_text() == "not a socket"
+    sock = tmp_path / "agent.sock"
+    live = {**BASE, "listen": None, "unix_socket": str(sock)}
+    with AgentProcess(tmp_path / "b", live) as first:
+        second = agent_on(sock, "c.db")
+        assert second.returncode == 2 and "socket of a running process" in second.stderr
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport, base_url="http://agent") as client:
+            assert client.get("/healthz").status_code == 200  # still the first agent's
+        assert first.terminate() == 0
+    assert not sock.exists()  # removed by its own agent at exit
+
+
 def test_a_non_loopback_listener_without_token_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CORRAL_AGENT_TOKEN"}
     result = subprocess.run(

@@ -190,3 +190,51 @@ def test_a_refused_placement_is_not_a_fault(tmp_path: Path) -> None:
         assert asyncio.run(main()) == []
     finally:
         service.close()
+
+
+def test_a_store_that_stalls_never_stalls_healthz_status_or_reads(tmp_path: Path) -> None:
+    """A filesystem that freezes for seconds: the write waits, the loop does not."""
+    import time
+
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from corral.agent.api import create_app
+
+    service = _service(tmp_path)
+    real = service.store.put_pending
+
+    def frozen(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(3.0)  # on the effect executor's thread
+        return real(*args, **kwargs)
+
+    service.store.put_pending = frozen  # type: ignore[method-assign]
+
+    async def main() -> tuple[int, list[float]]:
+        await service.start()
+        runner = asyncio.create_task(service.run())
+        app = create_app(service, registry=CollectorRegistry())
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            put = asyncio.create_task(client.put("/workloads/a", json={"cpus": 1}))
+            await asyncio.sleep(0.1)
+            waits: list[float] = []
+            while not put.done():
+                started = time.perf_counter()
+                for path in ("/healthz", "/status", "/workloads"):
+                    assert (await client.get(path)).status_code == 200
+                waits.append(time.perf_counter() - started)
+                await asyncio.sleep(0.05)
+            code = (await put).status_code
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        return code, waits
+
+    try:
+        code, waits = asyncio.run(main())
+    finally:
+        service.close()
+    assert code == 202
+    assert len(waits) >= 5  # reads kept being answered while the write was stuck
+    assert max(waits) < 1.5  # far below the 3 s the store took: the loop never waited

@@ -185,7 +185,24 @@ def test_a_cgroup_removed_under_the_agent_is_noticed_and_recreated_by_reconcile(
         for hierarchy in HIERARCHIES:
             assert (CGROUP_ROOT / hierarchy / parent / "web").is_dir()
         assert _read("cpuset", f"{parent}/web", "cpuset.cpus") == cpus
+        assert report["recreated_empty"] == ["web"]  # its processes went with it
         assert http.get("/status").json()["drift"]["outstanding"] == []
+
+        # Removed from one hierarchy while its process lives on in the others: the
+        # recreated cgroup gets the process back.
+        sleeper = subprocess.Popen(["sleep", "120"])
+        try:
+            _attach(f"{parent}/web", sleeper.pid)
+            (CGROUP_ROOT / "cpuset" / "cgroup.procs").write_text(str(sleeper.pid))
+            (CGROUP_ROOT / "cpuset" / parent / "web").rmdir()
+            report = http.post("/reconcile").json()
+            assert report["recreated_empty"] == [], report
+            for hierarchy in HIERARCHIES:
+                assert sleeper.pid in _pids(hierarchy, f"{parent}/web"), hierarchy
+            assert http.get("/status").json()["drift"]["outstanding"] == []
+        finally:
+            sleeper.kill()
+            sleeper.wait()
         assert agent.terminate() == 0
 
 
@@ -239,3 +256,47 @@ def test_removing_a_workload_removes_its_freezer_and_psi_groups_too(
         for directory in extra:
             assert not directory.exists(), directory
         assert agent.terminate() == 0
+
+
+def test_a_memory_limit_the_kernel_refuses_shows_the_workload_as_not_enforced_until_fixed(
+    tmp_path: Path, parent: str
+) -> None:
+    settings = {"topology": "sysfs", "cgroup_parent": parent, "coalesce_window_s": 0.01}
+    # It allocates once it is in the workload's cgroup (memory is charged where it is
+    # touched), when told to on stdin.
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.stdin.readline(); "
+         "b = b'x' * (96 << 20); time.sleep(120)"],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        with (
+            AgentProcess(tmp_path / "agent", settings) as agent,
+            httpx.Client(base_url=agent.url, timeout=30) as http,
+        ):
+            body = {"qos": "LC", "cpus": 1, "memory_limit": "1Gi"}
+            assert http.put("/workloads/web?wait=true", json=body).status_code == 201
+            _attach(f"{parent}/web", hog.pid)
+            assert hog.stdin is not None
+            hog.stdin.write(b"go\n")
+            hog.stdin.flush()
+            _wait("the hog's memory", lambda: int(_read("memory", f"{parent}/web",
+                  "memory.usage_in_bytes")) > 80 << 20)  # fmt: skip
+            body["memory_limit"] = "16Mi"  # far below what it uses: the kernel refuses
+            response = http.put("/workloads/web?wait=true", json=body)
+            assert response.status_code == 200, response.text
+            enforcement = response.json()["enforcement"]
+            assert enforcement["state"] == "refused", enforcement
+            assert any("memory.limit_in_bytes" in e and "EBUSY" in e for e in enforcement["errors"])
+            status = http.get("/status").json()
+            assert any("memory.limit_in_bytes" in e for e in status["enforcement_errors"])
+            body["memory_limit"] = "1Gi"
+            fixed = http.put("/workloads/web?wait=true", json=body).json()["enforcement"]
+            assert fixed == {"state": "enforced", "errors": []}
+            assert http.get("/status").json()["enforcement_errors"] == []
+            assert agent.terminate() == 0
+    finally:
+        hog.kill()
+        hog.wait()
+        if hog.stdin is not None:
+            hog.stdin.close()

@@ -10,7 +10,8 @@ import pytest
 
 from corral.agent.config import AgentSettings
 from corral.agent.enforcer import DryRunEnforcer
-from corral.agent.service import RESERVED_ID, AgentService, reserved_set
+from corral.agent.reserved import RESERVED_ID, reserved_set
+from corral.agent.service import AgentService
 from corral.agent.state import StateStore
 from corral.errors import InputError, PlacementError
 from corral.placement.workload import Workload

@@ -161,13 +161,20 @@ class CgroupEnforcer:
             return self._report(states, None, errors, refused=f"repair refused: {err}")
 
     def drift(self, workloads: Sequence[Workload], placement: Placement) -> list[Drift]:
-        """Every managed file that differs from the desired state."""
-        states, _ = self._states(workloads, placement)
+        """Every managed file that differs from the desired state, and every explicit or
+        container cgroup that can no longer be found (gone under the agent)."""
+        states, errors = self._states(workloads, placement)
         report = self._writer.drift(states)
-        return [
+        missing = [Drift(wid, f"cgroup of {wid}", "exists", message) for wid, message in errors]
+        return missing + [
             Drift(d.name, d.path, d.expected, "" if d.actual is None else d.actual)
             for d in report.differences
         ]
+
+    def members(self, workload: Workload) -> frozenset[int]:
+        """The processes in the workload's cgroup (over every hierarchy); empty if unknown."""
+        cgroup = self.cgroup_of(workload)
+        return frozenset() if cgroup is None else self._writer.members(cgroup)
 
     def release(self, workloads: Sequence[Workload]) -> ApplyReport:
         """Remove the cgroups corral created for removed workloads (runtime-owned cgroups

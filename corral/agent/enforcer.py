@@ -81,6 +81,10 @@ class Enforcer(Protocol):
         """Take ownership of the cgroup tree (refuse one another live process owns)."""
         ...
 
+    def members(self, workload: Workload) -> frozenset[int]:
+        """The processes in the workload's cgroup now (empty when unknown or none)."""
+        ...
+
 
 class DryRunEnforcer:
     """Writes nothing; records what it would write, so drift and tests can read it back.
@@ -114,6 +118,10 @@ class DryRunEnforcer:
 
     def claim(self, mark: OwnerMark) -> None:
         """Nothing to own: a dry run writes no cgroup."""
+
+    def members(self, workload: Workload) -> frozenset[int]:
+        """None known: a dry run reads no cgroup."""
+        return frozenset()
 
     def _wanted(
         self, workloads: Sequence[Workload], placement: Placement

@@ -29,8 +29,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 from corral.agent.admission import OverloadedError
@@ -49,9 +48,11 @@ from corral.agent.effects import EffectExecutor
 from corral.agent.enforcer import ApplyReport, Drift, Enforcer
 from corral.agent.events import CoalescingQueue, Event, EventKind
 from corral.agent.faults import Faults, Task, is_expected
+from corral.agent.ledger import EnforcementLedger
 from corral.agent.metrics import Gauges
 from corral.agent.observer import NullObserver, Observer
 from corral.agent.predictions import AgentPredictor
+from corral.agent.reserved import RESERVED_ID, reserved_set, reserved_workload, without_reserved
 from corral.agent.sampler import UsageSampler, coverage_counts, read_usages
 from corral.agent.state import (
     DecisionRecord,
@@ -60,15 +61,14 @@ from corral.agent.state import (
     Status,
     StoredWorkload,
 )
+from corral.agent.views import PutResult, WorkloadView
 from corral.control.ownership import be_pool, be_pool_cores
 from corral.control.runtime import ActionRecord, ColocationRuntime
 from corral.enforce.usage import UsageReader
 from corral.errors import CorralError, InputError, PlacementError
 from corral.placement.assignment import Assignment, Placement
-from corral.placement.kubelet import take_cpus
 from corral.placement.pools import immovable_cpus
 from corral.placement.workload import Policy, Qos, Workload
-from corral.topology.cpuset import CpuSet
 from corral.topology.model import Topology
 
 log = logging.getLogger(__name__)
@@ -79,59 +79,6 @@ RECENT_EVENTS = 50
 
 class ShuttingDownError(CorralError):
     """The agent stopped before it could decide on a request."""
-
-
-class EnforcementState(StrEnum):
-    """Whether the kernel holds a workload's placement."""
-
-    ENFORCED = "enforced"  # every file of its cgroup holds what was decided
-    REFUSED = "refused"  # a write was refused (or its cgroup not found): see the errors
-    PENDING = "pending"  # not applied yet (queued, or refused by placement)
-    DRY_RUN = "dry-run"  # nothing is written on this host
-
-
-@dataclass(frozen=True, slots=True)
-class Enforcement:
-    """A workload's enforcement state and, when refused, each refused write (file, errno)."""
-
-    state: EnforcementState
-    errors: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``enforcement`` field of GET /workloads."""
-        return {"state": self.state.value, "errors": list(self.errors)}
-
-
-NOT_APPLIED = Enforcement(EnforcementState.PENDING)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadView:
-    """A workload as the API shows it."""
-
-    stored: StoredWorkload
-    assignment: Assignment | None
-    usage_cores: float | None
-    enforcement: Enforcement = NOT_APPLIED
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON for GET /workloads."""
-        w = self.stored.workload
-        usage = self.usage_cores
-        return {
-            "id": w.id,
-            "spec": w.model_dump(mode="json", exclude_none=True),
-            "status": self.stored.status.value,
-            "reason": self.stored.reason,
-            "cpuset": None if self.assignment is None else str(self.assignment.cpuset),
-            "assignment_reason": None if self.assignment is None else self.assignment.reason,
-            "revision": self.stored.revision,
-            "created_s": self.stored.created_s,
-            "updated_s": self.stored.updated_s,
-            "usage_cores": None if usage is None else round(usage, 4),
-            "utilisation": None if usage is None else round(usage / w.cpus, 4),
-            "enforcement": self.enforcement.to_json(),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,56 +98,6 @@ class AgentControl:
     agent_box: bool
     actuator: Mapping[str, Any] | None = None
     """What the actuator can and cannot do on this host (None: a dry run writes nothing)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PutResult:
-    """What a PUT did: created or updated, and whether it waited for placement."""
-
-    created: bool
-    queued: bool
-    view: WorkloadView
-
-
-RESERVED_ID = "reserved-cpus"
-"""The id of the immovable pseudo-workload that holds the reserved CPUs during placement."""
-
-
-def reserved_set(topology: Topology, reserved: int | str) -> CpuSet:
-    """The reserved CPUs: an explicit list (all online), or a count taken kubelet's way
-    (packed from the lowest units, like --reserved-cpus computed from kube-reserved)."""
-    if isinstance(reserved, str):
-        cpus = CpuSet.parse(reserved)
-        offline = cpus - topology.all_cpus
-        if offline:
-            raise InputError(
-                "reserved_cpus", f"CPUs {offline} are not online", f"pick from {topology.all_cpus}"
-            )
-        return cpus
-    if reserved >= len(topology.all_cpus):
-        raise InputError(
-            "reserved_cpus",
-            f"reserving {reserved} of {len(topology.all_cpus)} CPUs leaves none to place on",
-            "reserve fewer CPUs",
-        )
-    return take_cpus(topology, topology.all_cpus, reserved)
-
-
-def _reserved_workload(cpus: CpuSet) -> Workload | None:
-    if not cpus:
-        return None
-    return Workload(
-        id=RESERVED_ID, qos=Qos.SYSTEM, cpus=len(cpus), policy=Policy.IMMOVABLE, cpuset=cpus
-    )
-
-
-def _without_reserved(decision: Decision) -> Decision:
-    placement = decision.placement
-    assignments = {w: a for w, a in placement.assignments.items() if w != RESERVED_ID}
-    refusals = {w: r for w, r in placement.refusals.items() if w != RESERVED_ID}
-    return replace(
-        decision, placement=replace(placement, assignments=assignments, refusals=refusals)
-    )
 
 
 def topology_key(topology: Topology) -> str:
@@ -248,9 +145,7 @@ class AgentService:
         self._fallbacks = 0
         self._drift: list[Drift] = []
         self._last_reconcile: dict[str, Any] = {}
-        self._enforce_errors: tuple[str, ...] = ()  # of the last release (removed workloads)
-        self._refused: dict[str, tuple[str, ...]] = {}  # by workload: its refused writes
-        self._enforced: set[str] = set()  # workloads whose last apply wrote everything
+        self._ledger = EnforcementLedger(dry_run=enforcer.dry_run)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._be_members: tuple[str, ...] = ()
         self._ready = False
@@ -258,7 +153,7 @@ class AgentService:
         self._sampler = UsageSampler(settings.downsample_s)
         self._usage_reader = UsageReader.at(settings.cgroup_root)
         self.reserved = reserved_set(topology, settings.reserved_cpus)
-        self._reserved = _reserved_workload(self.reserved)
+        self._reserved = reserved_workload(self.reserved)
         self._views: list[dict[str, Any]] | None = None  # GET /workloads, until a change
         self._started_s = clock()
         self.control: AgentControl | None = None
@@ -560,18 +455,8 @@ class AgentService:
             stored,
             self._core.placement.assignments.get(workload_id),
             self._sampler.latest.get(workload_id),
-            self._enforcement_of(workload_id, stored),
+            self._ledger.of(workload_id, placed=stored.status is Status.PLACED),
         )
-
-    def _enforcement_of(self, workload_id: str, stored: StoredWorkload) -> Enforcement:
-        if self.enforcer.dry_run:
-            return Enforcement(EnforcementState.DRY_RUN)
-        errors = self._refused.get(workload_id)
-        if errors:
-            return Enforcement(EnforcementState.REFUSED, errors)
-        if stored.status is Status.PLACED and workload_id in self._enforced:
-            return Enforcement(EnforcementState.ENFORCED)
-        return NOT_APPLIED
 
     def views(self) -> list[WorkloadView]:
         """Every workload, by id."""
@@ -645,10 +530,7 @@ class AgentService:
                 "outstanding": [_drift_json(d) for d in self._drift[:100]],
                 "last_reconcile": self._last_reconcile,
             },
-            "enforcement_errors": [
-                *self._enforce_errors,
-                *(f"{wid}: {e}" for wid, errs in sorted(self._refused.items()) for e in errs),
-            ],
+            "enforcement_errors": self._ledger.errors(),
             "faults": [f.to_json() for f in self.faults.open()],
             "event_log_write_failures": self.effects.submitted_failures,
             "pools": {name: str(cpus) for name, cpus in placement.pools.items()},
@@ -813,7 +695,7 @@ class AgentService:
                 rebalance=rebalance,
                 predicted=predicted,
             )
-            return _without_reserved(decision) if reserved else decision
+            return without_reserved(decision) if reserved else decision
 
         result: StepResult = await asyncio.to_thread(
             functools.partial(
@@ -934,26 +816,14 @@ class AgentService:
         for report in reports:
             self._account(report)
         errors = tuple(e for r in reports for e in r.errors)
-        self._enforce_errors = reports[0].errors if enforce.released else ()
+        self._ledger.release_errors = reports[0].errors if enforce.released else ()
         if errors:
             self.observer.write_errors(len(errors))
             log.warning("agent.enforce_errors", extra={"count": len(errors), "first": errors[0]})
 
     def _account(self, report: ApplyReport) -> None:
-        """Record, per workload, what the kernel holds after ``report``: errors clear as
-        soon as an apply writes the workload's files."""
-        for wid in report.covered:
-            refused = report.refused.get(wid)
-            if refused:
-                self._refused[wid] = refused
-                self._enforced.discard(wid)
-            else:
-                self._refused.pop(wid, None)
-                self._enforced.add(wid)
-        gone = (set(self._refused) | self._enforced) - set(self._workloads)
-        for wid in gone:
-            self._refused.pop(wid, None)
-            self._enforced.discard(wid)
+        """Record, per workload, what the kernel holds after ``report``."""
+        self._ledger.account(report, self._workloads)
         self._views = None
 
     async def _reconcile(self) -> dict[str, Any]:
@@ -972,6 +842,7 @@ class AgentService:
             await self.control.runtime.reapply("re-applied by the periodic reconcile")
         repaired = max(len(found) - len(remaining), 0)
         self._drift = list(remaining)
+        empty = await self._recreated_empty(found, remaining)
         if report.errors:
             self.observer.write_errors(len(report.errors))
         self.observer.drift(found=len(found), repaired=repaired)
@@ -981,6 +852,7 @@ class AgentService:
             "found": [_drift_json(d) for d in found[:100]],
             "found_total": len(found),
             "repaired": repaired,
+            "recreated_empty": empty,
             "errors": list(report.errors[:20]),
         }
         if found:
@@ -1000,6 +872,22 @@ class AgentService:
             )
         )
         return self._last_reconcile
+
+    async def _recreated_empty(
+        self, found: Sequence[Drift], remaining: Sequence[Drift]
+    ) -> list[str]:
+        """Workloads whose cgroup was missing, is back, and holds no process: their
+        processes were gone with it (said in the reconcile summary and the log)."""
+        still = {d.workload_id for d in remaining if d.want == "exists"}
+        back = sorted({d.workload_id for d in found if d.want == "exists"} - still)
+        specs = [self._workloads[w].workload for w in back if w in self._workloads]
+        if not specs:
+            return []
+        counts = await self.effects.run(lambda: [len(self.enforcer.members(w)) for w in specs])
+        empty = [w.id for w, n in zip(specs, counts, strict=True) if n == 0]
+        if empty:
+            log.warning("agent.recreated_empty", extra={"workloads": empty})
+        return empty
 
     # --- usage sampling -------------------------------------------------------------
     async def sample(self) -> None:

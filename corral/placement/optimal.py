@@ -62,6 +62,7 @@ from corral.placement.cost import (
     units_needed,
 )
 from corral.placement.greedy import place_greedy
+from corral.placement.highs import quiet_highs
 from corral.placement.kubelet import Strategy
 from corral.placement.pools import check_immovable, exclusive_order, immovable_cpus, place_pooled
 from corral.placement.workload import Policy, Workload
@@ -139,8 +140,7 @@ def solve_highs(
     """
     started = time.perf_counter()
     try:
-        h = highspy.Highs()  # type: ignore[no-untyped-call]
-        h.setOptionValue("output_flag", False)
+        h = quiet_highs()
         h.setOptionValue("time_limit", max(time_limit_s, 1e-3))
         h.setOptionValue("mip_rel_gap", gap)
         h.setOptionValue("random_seed", 0)
