@@ -459,39 +459,46 @@ def test_a_read_only_file_system_is_a_clear_error_at_open(small_tmpfs: Path) -> 
     assert len(_open_and_load(small_tmpfs / "state.db")) == 3
 
 
-_AS_NOBODY = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-    from corral.agent.state import StateStore, StateUnavailableError
-    try:
-        StateStore(Path(sys.argv[1]))
-    except StateUnavailableError as err:
-        print(err.reason, "|", err.fix)
-    """
-)
+def _open_as_nobody(path: Path) -> str:
+    """Open a store at ``path`` in a forked child that dropped to user nobody (the modules
+    are already loaded, so the child needs no access to the venv), and return what the
+    refusal said: ``reason | fix``, or ``opened`` / the unexpected error."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, try, report, and leave at once
+        os.close(read)
+        message = "opened"
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            StateStore(path)
+        except StateUnavailableError as err:
+            message = f"{err.reason} | {err.fix}"
+        except BaseException as err:
+            message = f"unexpected {type(err).__name__}: {err}"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return said
 
 
 @pytest.mark.root
 def test_a_state_directory_the_agent_may_not_write_is_a_clear_error() -> None:
-    skip = _root_skip() or (None if shutil.which("setpriv") else "setpriv is not installed")
+    skip = _root_skip()
     if skip is not None:
         pytest.skip(skip)
     shared = Path(tempfile.mkdtemp(prefix="corral-perm-"))  # tmp_path is root's, mode 0700
     try:
         shared.chmod(0o555)
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        result = subprocess.run(
-            [*nobody, sys.executable, "-c", _AS_NOBODY, str(shared / "state.db")],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd="/",
-        )
+        said = _open_as_nobody(shared / "state.db")
     finally:
         shutil.rmtree(shared)
-    assert "permission denied" in result.stdout
-    assert f"let the agent's user write {shared}" in result.stdout
+    assert "permission denied" in said, said
+    assert f"let the agent's user write {shared}" in said
 
 
 @pytest.fixture
