@@ -51,3 +51,40 @@ def test_requests_beyond_the_bound_get_429_with_retry_after_and_health_is_always
 def test_retry_after_is_whole_seconds_and_at_least_one() -> None:
     assert OverloadedError("x", retry_after_s=0.01).retry_after == "1"
     assert OverloadedError("x", retry_after_s=1.5).retry_after == "2"
+
+
+def test_a_loop_running_late_refuses_new_requests_until_it_catches_up() -> None:
+    from corral.agent.admission import LoopLag
+
+    async def main() -> tuple[int, str, int, int]:
+        lag = LoopLag(smoothing=1.0)
+        admission = AdmissionMiddleware(_slow_app(asyncio.Event()), limit=100, lag=lag)
+        transport = httpx.ASGITransport(app=admission)
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as client:
+            lag.observe(0.4)  # the loop woke 400 ms late: it is saturated
+            refused = await client.get("/workloads")
+            health = (await client.get("/healthz")).status_code
+            lag.observe(0.0)
+            after = (await client.get("/workloads")).status_code
+        return refused.status_code, refused.json()["detail"], health, after
+
+    code, detail, health, after = asyncio.run(main())
+    assert code == 429 and "400 ms behind" in detail
+    assert (health, after) == (200, 200)
+
+
+def test_the_lag_monitor_sees_a_blocked_loop() -> None:
+    import time
+
+    from corral.agent.admission import LoopLag
+
+    async def main() -> float:
+        lag = LoopLag(interval_s=0.05, smoothing=1.0)
+        task = asyncio.create_task(lag.run())
+        await asyncio.sleep(0.01)
+        time.sleep(0.3)  # a handler that never yields
+        await asyncio.sleep(0.01)  # the monitor's overdue wake-up runs first
+        task.cancel()
+        return lag.lag_s
+
+    assert asyncio.run(main()) > 0.2

@@ -7,9 +7,7 @@ import os
 import sqlite3
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import closing, suppress
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -37,37 +35,12 @@ pytestmark = [
 ]
 
 
-def _remove_tree(parent: str) -> None:
-    """Remove ``parent`` and its children from every hierarchy, deepest first."""
-    for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / parent
-        if not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for directory in [*dirs, top]:
-            try:
-                for pid in (directory / "cgroup.procs").read_text().split():
-                    (hierarchy / "cgroup.procs").write_text(pid)
-            except OSError:
-                pass
-            with suppress(OSError):
-                directory.rmdir()
-
-
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in metrics")
 
-
-@pytest.fixture
-def parent() -> Iterator[str]:
-    name = f"corral-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        _remove_tree(name)
 
 
 def test_reconcile_repairs_a_cpuset_written_behind_the_agents_back(

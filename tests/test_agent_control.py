@@ -5,12 +5,10 @@ own enforcement and reconcile never undoing the controller's BE cores."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from corral.placement.workload import Workload
 from corral.topology.cpuset import CpuSet
 from corral.topology.presets import toy_16
 from tests.fixtures.cgroup_trees import add_v1_cgroup, write_v1_root
+from tests.real_cgroups import CGROUP_ROOT, v1_skip_reason
 
 FAST = {
     "top": {"period_s": 0.2, "cooldown_s": 1.0},
@@ -250,51 +249,11 @@ def test_a_dry_run_agent_runs_the_controller_without_writing(tmp_path: Path) -> 
 
 # --- the real cgroup v1 hierarchy of this host -----------------------------------------
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def _real_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to write cgroups"
-    for controller in ("cpuset", "cpu", "freezer"):
-        directory = CGROUP_ROOT / controller
-        if not (directory / "cgroup.procs").exists() or (directory / "cgroup.controllers").exists():
-            return f"no cgroup v1 {controller} hierarchy at {directory}"
-        if not os.access(directory, os.W_OK):
-            return f"{directory} is not writable"
-    return None
-
-
-def _remove_tree(parent: str) -> None:
-    """Remove ``parent`` and its children from every hierarchy, deepest first."""
-    for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / parent
-        if not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for directory in [*dirs, top]:
-            with suppress(OSError):
-                (directory / "freezer.state").write_text("THAWED")
-            try:
-                for pid in (directory / "cgroup.procs").read_text().split():
-                    (hierarchy / "cgroup.procs").write_text(pid)
-            except OSError:
-                pass
-            with suppress(OSError):
-                directory.rmdir()
-
-
-@pytest.fixture
-def parent() -> Iterator[str]:
-    name = f"corral-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        _remove_tree(name)
+REAL_SKIP = v1_skip_reason(("cpuset", "cpu", "freezer"))
 
 
 @pytest.mark.root
-@pytest.mark.skipif(_real_skip_reason() is not None, reason=str(_real_skip_reason()))
+@pytest.mark.skipif(REAL_SKIP is not None, reason=str(REAL_SKIP))
 def test_on_real_cgroups_a_violation_floors_be_freezes_it_and_stopping_thaws_it(
     tmp_path: Path, parent: str
 ) -> None:

@@ -202,13 +202,13 @@ def test_a_store_that_stalls_never_stalls_healthz_status_or_reads(tmp_path: Path
     from corral.agent.api import create_app
 
     service = _service(tmp_path)
-    real = service.store.put_pending
+    real = service.store.put_pending_many
 
     def frozen(*args: Any, **kwargs: Any) -> Any:
         time.sleep(3.0)  # on the effect executor's thread
         return real(*args, **kwargs)
 
-    service.store.put_pending = frozen  # type: ignore[method-assign]
+    service.store.put_pending_many = frozen  # type: ignore[method-assign]
 
     async def main() -> tuple[int, list[float]]:
         await service.start()
@@ -238,3 +238,34 @@ def test_a_store_that_stalls_never_stalls_healthz_status_or_reads(tmp_path: Path
     assert code == 202
     assert len(waits) >= 5  # reads kept being answered while the write was stuck
     assert max(waits) < 1.5  # far below the 3 s the store took: the loop never waited
+
+
+def test_puts_that_arrive_together_share_one_commit(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    real = service.store.put_pending_many
+    batches: list[int] = []
+
+    def counted(items: Any) -> Any:
+        batches.append(len(items))
+        return real(items)
+
+    service.store.put_pending_many = counted  # type: ignore[method-assign]
+
+    async def main() -> list[int]:
+        await service.start()
+        runner = asyncio.create_task(service.run())
+        results = await asyncio.gather(
+            *(service.put(Workload(id=f"w{i}", cpus=0.1), wait=False) for i in range(50))
+        )
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        return [1 for r in results if r.queued]
+
+    try:
+        queued = asyncio.run(main())
+    finally:
+        service.close()
+    assert len(queued) == 50
+    assert sum(batches) == 50 and len(batches) < 50  # grouped: fewer transactions than PUTs
+    assert _stored_ids(tmp_path) == {f"w{i}" for i in range(50)}

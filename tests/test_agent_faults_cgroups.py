@@ -8,8 +8,7 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -19,47 +18,16 @@ import pytest
 
 from corral.bench.agent_process import AgentProcess
 from corral.errors import CorralError
+from tests.real_cgroups import CGROUP_ROOT, v1_skip_reason
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 HIERARCHIES = ("cpuset", "cpu", "memory")
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to write cgroups"
-    for controller in (*HIERARCHIES, "freezer"):
-        directory = CGROUP_ROOT / controller
-        if not (directory / "cgroup.procs").exists() or (directory / "cgroup.controllers").exists():
-            return f"no cgroup v1 {controller} hierarchy at {directory}"
-    return None
-
+SKIP = v1_skip_reason((*HIERARCHIES, "freezer"))
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason())),
+    pytest.mark.skipif(SKIP is not None, reason=str(SKIP)),
 ]
-
-
-@pytest.fixture
-def parent() -> Iterator[str]:
-    name = f"corral-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        for hierarchy in CGROUP_ROOT.iterdir():
-            top = hierarchy / name
-            if not top.is_dir():
-                continue
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-            for directory in [*dirs, top]:
-                with suppress(OSError):
-                    (directory / "freezer.state").write_text("THAWED")
-                with suppress(OSError):
-                    for pid in (directory / "cgroup.procs").read_text().split():
-                        (hierarchy / "cgroup.procs").write_text(pid)
-                with suppress(OSError):
-                    directory.rmdir()
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 30.0) -> Any:

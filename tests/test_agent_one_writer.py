@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -31,19 +29,10 @@ from corral.agent.run import open_service
 from corral.control.ownership import CONTROLLED_FILES
 from corral.enforce import cgroupfs
 from corral.placement.workload import Workload
+from tests.real_cgroups import CGROUP_ROOT, v1_skip_reason
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 RUN_S = 60.0
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to write cgroups"
-    for controller in ("cpuset", "cpu", "memory", "freezer"):
-        directory = CGROUP_ROOT / controller
-        if not (directory / "cgroup.procs").exists() or (directory / "cgroup.controllers").exists():
-            return f"no cgroup v1 {controller} hierarchy at {directory}"
-    return None
+SKIP = v1_skip_reason(("cpuset", "cpu", "memory", "freezer"))
 
 
 def _owner(frame: FrameType | None) -> str:
@@ -73,31 +62,6 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str, str
     yield log
 
 
-@pytest.fixture
-def parent() -> Iterator[str]:
-    name = f"corral-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        _remove_tree(name)
-
-
-def _remove_tree(parent: str) -> None:
-    for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / parent
-        if not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for directory in [*dirs, top]:
-            with suppress(OSError):
-                (directory / "freezer.state").write_text("THAWED")
-            with suppress(OSError):
-                for pid in (directory / "cgroup.procs").read_text().split():
-                    (hierarchy / "cgroup.procs").write_text(pid)
-            with suppress(OSError):
-                directory.rmdir()
-
-
 def _attach(cgroup: str, pid: int) -> None:
     for hierarchy in ("cpuset", "cpu", "memory", "cpuacct"):
         procs = CGROUP_ROOT / hierarchy / cgroup / "cgroup.procs"
@@ -117,7 +81,7 @@ async def _until(what: str, probe: Callable[[], Any], timeout_s: float = 30.0) -
 
 @pytest.mark.root
 @pytest.mark.slow
-@pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))
+@pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 def test_controller_and_reconcile_for_a_minute_each_file_has_one_writer_and_quota_holds(
     tmp_path: Path, parent: str, writes: list[tuple[str, str, str]]
 ) -> None:

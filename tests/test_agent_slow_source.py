@@ -75,6 +75,7 @@ def test_a_latency_source_answering_after_3_s_never_stalls_the_agent(tmp_path: P
         control = _control_status(http)
         metrics = http.get("/metrics").text
         assert agent.terminate() == 0
+    print(f"\n/healthz over {polls} polls with a 3 s source: worst {worst * 1000:.1f} ms")
     assert polls >= 100  # about 20 s of polling every 100 ms
     assert scrapes >= 5  # the controller kept trying the slow source throughout
     assert worst < HEALTHZ_LIMIT_S, f"/healthz took {worst:.3f} s at {slowest_at:.1f}"

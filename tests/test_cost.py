@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.errors import InputError
-from corral.placement.cost import CostWeights, explain
+from corral.placement.cost import PRIORITIES, CostWeights, better, explain
 from corral.placement.workload import Workload
 from corral.topology.cpuset import CpuSet
 from corral.topology.presets import build_topology, toy_16
@@ -125,3 +125,26 @@ def test_scattering_small_workloads_over_numa_nodes_costs_fragmentation() -> Non
     assert packed.terms["fragmentation"].raw == 0
     assert scattered.terms["fragmentation"].raw == pytest.approx(2 / 8)
     assert scattered.total > packed.total
+
+
+def test_priorities_rank_crossings_then_shared_then_sibling_cores_whatever_the_weights() -> None:
+    topo = toy_16()
+    ws = {"a": _exclusive("a", 3), "b": _exclusive("b", 3)}
+    # Both whole on socket 0 but sharing core 1 (CPUs 1 and 9) between a and b.
+    paired = explain(topo, ws, {"a": P("0,8,1"), "b": P("9,2,10")})
+    # a crosses sockets, nothing shared.
+    crossing = explain(topo, ws, {"a": P("0,8,4"), "b": P("1,9,2")})
+    # Each on its own socket, one single thread next to an idle (unused) pool thread.
+    apart = explain(topo, ws, {"a": P("0,8,1"), "b": P("4,12,5")})
+    assert paired.shared_cores == 1 and paired.spread == 0
+    assert crossing.spread == 2 and crossing.shared_cores == 0  # one NUMA node, one socket
+    assert apart.priorities < paired.priorities < crossing.priorities
+    assert better(apart, paired) and not better(crossing, paired)
+    # Weights change the weighted total (the last entry) but never the ranking: with the
+    # spread weights at 0 crossing adds nothing to the total and still ranks last.
+    free = CostWeights(numa_spread=0.0, socket_spread=0.0)
+    crossing_free = explain(topo, ws, {"a": P("0,8,4"), "b": P("1,9,2")}, weights=free)
+    paired_free = explain(topo, ws, {"a": P("0,8,1"), "b": P("9,2,10")}, weights=free)
+    assert crossing_free.terms["numa_spread"].weighted == 0.0
+    assert crossing_free.priorities > paired_free.priorities
+    assert dict(zip(PRIORITIES, apart.priorities, strict=True)) == apart.to_json()["priorities"]

@@ -565,7 +565,8 @@ def test_the_agent_shows_a_busy_workloads_usage_and_its_predictor_uses_it(
         (CGROUP_ROOT / "cpuset" / parent / "web" / "cgroup.procs").write_text(str(proc.pid))
         # The target is two sampling periods; the reconcile that joins cpuacct
         # (0.5 s) and a busy 2-CPU host get a generous margin on top.
-        deadline = time.monotonic() + 2 * period + 0.5 + 5.0
+        started = time.monotonic()
+        deadline = started + 2 * period + 0.5 + 5.0
         usage = None
         while time.monotonic() < deadline:
             rows = {w["id"]: w for w in http.get("/workloads").json()["workloads"]}
@@ -574,6 +575,7 @@ def test_the_agent_shows_a_busy_workloads_usage_and_its_predictor_uses_it(
                 break
             time.sleep(0.1)
         assert usage is not None and usage > 0.3, agent.log_tail()
+        print(f"\nusage {usage:.2f} cores shown {time.monotonic() - started:.2f} s after start")
 
         deadline = time.monotonic() + 15.0  # a rebalance (1 s) refreshes the predictor
         prediction: dict[str, object] = {}

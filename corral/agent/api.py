@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral.agent.admission import OverloadedError
 from corral.agent.service import AgentService, ShuttingDownError
 from corral.agent.state import StateCorruptError, StateUnavailableError
+from corral.agent.ui import ui_router
 from corral.errors import CorralError, InputError, PlacementError
 from corral.placement.workload import (
     MAX_CGROUP_PATH,
@@ -371,7 +372,7 @@ def create_app(
         """Every workload with its status, CPUs and latest utilisation."""
         return {"workloads": service.workloads_json()}
 
-    @app.get("/workloads/{workload_id}", dependencies=guard, responses=_ERRORS)
+    @app.get("/workloads/{workload_id:path}", dependencies=guard, responses=_ERRORS)
     async def get_workload(workload_id: str) -> dict[str, Any]:
         """One workload."""
         view = service.view(workload_id)
@@ -380,7 +381,7 @@ def create_app(
         return view.to_json()
 
     @app.put(
-        "/workloads/{workload_id}",
+        "/workloads/{workload_id:path}",
         dependencies=guard,
         status_code=200,
         responses={
@@ -424,7 +425,9 @@ def create_app(
             response.status_code = 201 if result.created else 200
         return result.view.to_json()
 
-    @app.delete("/workloads/{workload_id}", dependencies=guard, status_code=204, responses=_ERRORS)
+    @app.delete(
+        "/workloads/{workload_id:path}", dependencies=guard, status_code=204, responses=_ERRORS
+    )
     async def delete_workload(workload_id: str) -> Response:
         """Remove a workload; returns once the removal is committed."""
         if not await service.delete(workload_id):
@@ -457,4 +460,5 @@ def create_app(
         """Prometheus metrics."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(ui_router(service, token=token))  # the web view at /ui
     return app

@@ -107,7 +107,7 @@ class AgentSettings(BaseModel):
     durability: Durability = Field(
         default=Durability.FULL,
         description="full: fsync every commit, nothing acknowledged is lost even on power "
-        "loss or a filesystem abort (0.3 ms a commit here); normal: WAL without fsync, "
+        "loss or a filesystem abort (median 0.3-1.6 ms a commit here); normal: WAL without fsync, "
         "survives kill -9 of the agent but may lose the last commits of a crash.",
     )
     reset_state: bool = Field(
@@ -137,6 +137,12 @@ class AgentSettings(BaseModel):
         ge=0,
         description="After an event, wait this long for more before deciding (s): a burst "
         "of container starts arrives within tens of ms of each other.",
+    )
+    coalesce_burst_gap_s: float = Field(
+        default=0.002,
+        ge=0,
+        description="Events closer than this (s) are a burst that extends the window, up to "
+        "coalesce_max_s; a slower stream is decided coalesce_window_s after its first event.",
     )
     coalesce_max_s: float = Field(
         default=0.5,
@@ -193,6 +199,13 @@ class AgentSettings(BaseModel):
         "(/healthz and /readyz are always answered): an overloaded agent answers fast "
         "instead of letting every caller's latency grow.",
     )
+    max_loop_lag_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="Event-loop lateness (moving average, s) beyond which new API requests "
+        "get 429: the backlog of a saturated agent waits in its sockets, where counting "
+        "requests in progress cannot see it.",
+    )
     event_log_keep: int = Field(
         default=10000, ge=100, description="How many event log rows the database keeps."
     )
@@ -204,6 +217,12 @@ class AgentSettings(BaseModel):
         "corral.control.config; examples/agent-control.yaml): LC workloads with their SLO "
         "and latency source, the BE box cgroup (default: the agent's own), thresholds. "
         "Absent: no controller.",
+    )
+    kube: dict[str, Any] | None = Field(
+        default=None,
+        description="Kubernetes mode (shape: corral.kube.config.KubeSettings; read by "
+        "`corral agent` when --kubeconfig/--node-name or this section is given): node_name, "
+        "kubeconfig, kubelet_root, batch margins, eviction, GPUs. Absent: not a node agent.",
     )
     predictor: PredictorSettings = Field(
         default_factory=PredictorSettings,

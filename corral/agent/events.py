@@ -1,9 +1,12 @@
 """Agent events and the queue that coalesces bursts of them into one decision.
 
 A burst of container starts (hundreds within a second on a serverless host) must become one
-placement decision, not hundreds. `CoalescingQueue.next_batch` waits for a first event, then
-keeps collecting while events keep arriving within ``window_s`` of each other, but never
-longer than ``max_s`` after the first one.
+placement decision, not hundreds, while a steady stream of API writes must not wait for the
+longest window. `CoalescingQueue.next_batch` waits for a first event and collects for
+``window_s`` after it; a burst (events less than ``burst_gap_s`` apart) keeps extending the
+collection, but never beyond ``max_s`` after the first event. A trickle (a PUT every few
+milliseconds or slower) is decided ``window_s`` after its first event instead of being held
+to ``max_s`` by each newcomer.
 """
 
 from __future__ import annotations
@@ -59,14 +62,17 @@ class CoalescingQueue:
         *,
         window_s: float,
         max_s: float,
+        burst_gap_s: float = 0.002,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._items: deque[Event] = deque()
         self._arrived = asyncio.Event()
         self._window_s = window_s
         self._max_s = max_s
+        self._burst_gap_s = burst_gap_s
         self._clock = clock
         self._last_arrival = 0.0
+        self._burst_until = 0.0  # the window's end as extended by a burst
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -78,20 +84,23 @@ class CoalescingQueue:
         """Queue an event (never blocks)."""
         now = self._now()
         event.at = event.at or now
+        if now - self._last_arrival <= self._burst_gap_s:
+            self._burst_until = now + self._window_s
         self._last_arrival = now
         self._items.append(event)
         self._arrived.set()
 
     async def next_batch(self) -> list[Event]:
         """Wait for at least one event, then coalesce: return every event that arrived until
-        the queue has been quiet for ``window_s`` or ``max_s`` passed since the first."""
+        ``window_s`` after the first (later while a burst goes on, never past ``max_s``)."""
         while not self._items:
             self._arrived.clear()
             await self._arrived.wait()
         first = self._items[0].at
         while True:
             now = self._now()
-            deadline = min(self._last_arrival + self._window_s, first + self._max_s)
+            window_end = max(first + self._window_s, self._burst_until)
+            deadline = min(window_end, first + self._max_s)
             if now >= deadline:
                 break
             self._arrived.clear()

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from corral.agent.admission import AdmissionMiddleware
+from corral.agent.admission import AdmissionMiddleware, LoopLag
 from corral.agent.api import create_app
 from corral.agent.cgroups import make_enforcer
 from corral.agent.config import AgentSettings
@@ -308,6 +308,7 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
             _remove_own_socket(settings.unix_socket, socket_inode)
         raise
     memory_bound = host_memory_bytes(settings.proc_root) or MAX_MEMORY_BYTES
+    lag = LoopLag()
     try:
         await service.start()
         servers = [
@@ -321,6 +322,8 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
                             max_memory_bytes=memory_bound,
                         ),
                         limit=settings.max_concurrent_requests,
+                        lag=lag,
+                        max_lag_s=settings.max_loop_lag_s,
                     ),
                     log_config=None,
                     access_log=False,
@@ -339,6 +342,7 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
             log.info("agent.listening", extra={"address": str(name)})
         async with asyncio.TaskGroup() as group:
             core = group.create_task(service.run(), name="core")
+            watch = group.create_task(lag.run(), name="loop-lag")
             extra = [
                 group.create_task(companion(service), name=f"companion-{i}")
                 for i, companion in enumerate(companions)
@@ -356,7 +360,7 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*web, return_exceptions=True)
-            for task in (core, waiter, *extra):
+            for task in (core, waiter, watch, *extra):
                 task.cancel()
     finally:
         for sock, _ in sockets:

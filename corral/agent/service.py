@@ -131,7 +131,9 @@ class AgentService:
         self._clock = clock
         self._rng = rng or random.Random()
         self._queue = CoalescingQueue(
-            window_s=settings.coalesce_window_s, max_s=settings.coalesce_max_s
+            window_s=settings.coalesce_window_s,
+            max_s=settings.coalesce_max_s,
+            burst_gap_s=settings.coalesce_burst_gap_s,
         )
         self._core = CoreState()
         self._workloads: dict[str, StoredWorkload] = {}  # the core's, plus newer pending
@@ -150,6 +152,8 @@ class AgentService:
         self._be_members: tuple[str, ...] = ()
         self._ready = False
         self._listeners: list[Callable[[Placement], None]] = []
+        self._pending_commits: list[tuple[StoredWorkload, LoggedEvent, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
         self._sampler = UsageSampler(settings.downsample_s)
         self._usage_reader = UsageReader.at(settings.cgroup_root)
         self.reserved = reserved_set(topology, settings.reserved_cpus)
@@ -344,6 +348,30 @@ class AgentService:
                 workload_id=workload.id,
             )
 
+    async def _commit_pending(self, stored: StoredWorkload, event: LoggedEvent) -> None:
+        """Commit one pending workload, grouped with every other PUT that arrives while a
+        commit is in progress (one transaction, one fsync for all of them)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_commits.append((stored, event, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._group_commit(), name="group-commit")
+        await done
+
+    async def _group_commit(self) -> None:
+        while self._pending_commits:
+            batch, self._pending_commits = self._pending_commits, []
+            items = [(stored, event) for stored, event, _ in batch]
+            try:
+                await self._store(functools.partial(self.store.put_pending_many, items))
+            except Exception as err:  # every caller of the batch gets the error
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(err)
+                continue
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
     def _check_queue(self) -> None:
         """Refuse a write at once when ``max_queued_requests`` are already waiting."""
         waiting = len(self._queue) + len(self._waiters) + self.effects.depth
@@ -399,7 +427,7 @@ class AgentService:
             )
             event = LoggedEvent("queued", workload.id, kind)
             try:
-                await self._store(functools.partial(self.store.put_pending, stored, event=event))
+                await self._commit_pending(stored, event)
             except BaseException:
                 self._unqueue(workload.id, revision, earlier)
                 raise

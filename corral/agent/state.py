@@ -738,6 +738,16 @@ class StateStore:
             self._upsert(stored)
             self._log(stored.updated_s, event, None)
 
+    @_guarded("storing pending workloads", write=True)
+    def put_pending_many(self, items: Sequence[tuple[StoredWorkload, LoggedEvent]]) -> None:
+        """Store several workloads as pending in one transaction (one fsync: the agent's
+        group commit of the PUTs that arrived together), each unless a newer revision is
+        stored. All are committed, or none."""
+        with _transaction(self._db):
+            for stored, event in items:
+                self._upsert(stored)
+                self._log(stored.updated_s, event, None)
+
     def _upsert(self, stored: StoredWorkload) -> None:
         self._db.execute(
             "INSERT INTO workloads (id, spec, status, reason, revision, created_s, updated_s) "

@@ -11,6 +11,17 @@ Four parts, all on the built-in topology presets and seeded, so a run is repeata
   event requested.
 * ``burst``: a burst of adds decided once (`decide_batch`) against one decision per add.
 * ``solvers``: the same models solved by highspy (warm-started) and scipy.optimize.milp.
+* ``family`` (issue 15's instances): 2 sockets with one NUMA node and one L3 each,
+  siblings numbered 2l and 2l+1, exclusive requests drawn from {1,2,3,4,6,8,12,16} until
+  80-95% of the threads are asked for, 10-39 workloads, on 64, 128 and 256 threads; plus
+  512 threads with 200 workloads (requests from {1,2,3}, about 78% full). Per size: the
+  share proven optimal at the default budget, cross-socket workloads (and how many no
+  placement avoids), shared cores against their lower bound, decision time p50/p99, and
+  greedy's figures on the same instances.
+
+The churn part also checks path dependence: after every event it places the same
+workloads from scratch and counts events where the sequence's (spread, shared cores) is
+worse than the from-scratch one; mean (spread, shared, sibling cores) of both are shown.
 """
 
 from __future__ import annotations
@@ -18,8 +29,9 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +56,7 @@ from corral.placement.optimal import (
 )
 from corral.placement.workload import Policy, Workload
 from corral.topology.cpuset import CpuSet
-from corral.topology.model import Topology
+from corral.topology.model import Cpu, Topology
 from corral.topology.presets import preset
 
 ALL_PRESETS = (
@@ -70,6 +82,10 @@ class PlacementBenchConfig:
     burst_size: int = 100
     solver_preset: str = "r4.16xlarge"
     solver_instances: int = 5
+    family_sizes: tuple[int, ...] = (64, 128, 256)
+    family_instances: int = 100
+    big_instances: int = 10
+    only_family: bool = False
     budget_ms: float = DEFAULT_BUDGET_MS
     gap: float = DEFAULT_GAP
     seed: int = 0
@@ -85,6 +101,8 @@ class PlacementBenchConfig:
             burst_preset="r4.16xlarge",
             burst_size=20,
             solver_instances=2,
+            family_instances=10,
+            big_instances=3,
         )
 
 
@@ -129,6 +147,10 @@ class StaticRow:
             "workloads": round(self.workloads, 1),
             "greedy": _aggregate(self.greedy),
             "optimal": _aggregate(self.optimal),
+            "optimal_worse_in_priority_order": sum(
+                o.cost.priorities > g.cost.priorities
+                for g, o in zip(self.greedy, self.optimal, strict=True)
+            ),
             "optimal_more_cross_numa": self.worse("cross_numa_workloads"),
             "optimal_more_shared_cores": self.worse("shared_cores"),
         }
@@ -146,6 +168,12 @@ class ChurnRow:
     ms: list[float]
     costs: list[float]
     refused: int
+    vectors: list[tuple[float, ...]] = field(default_factory=list)
+    """(spread, shared cores, sibling cores) after each event."""
+    drift: int = 0
+    """Events whose (spread, shared cores) is worse than placing the same workloads from
+    scratch (path dependence; sibling cores may wait for a rebalance)."""
+    scratch: list[tuple[float, ...]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Moved and requested CPUs per event, decision times, mean cost."""
@@ -163,6 +191,9 @@ class ChurnRow:
             "ms_p99": _pct(self.ms, 99),
             "mean_cost": round(statistics.fmean(self.costs), 4) if self.costs else None,
             "refused_adds": self.refused,
+            "mean_priorities": _mean_vector(self.vectors),
+            "mean_priorities_from_scratch": _mean_vector(self.scratch),
+            "events_worse_than_from_scratch": self.drift,
         }
 
 
@@ -175,6 +206,7 @@ class PlacementBenchResult:
     churn: list[ChurnRow] = field(default_factory=list)
     burst: dict[str, Any] = field(default_factory=dict)
     solvers: dict[str, Any] = field(default_factory=dict)
+    family: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -188,11 +220,15 @@ class PlacementBenchResult:
                 "budget_ms": self.config.budget_ms,
                 "gap": self.config.gap,
                 "seed": self.config.seed,
+                "family_sizes": list(self.config.family_sizes),
+                "family_instances": self.config.family_instances,
+                "big_instances": self.config.big_instances,
             },
             "static": [row.to_json() for row in self.static],
             "churn": [row.to_json() for row in self.churn],
             "burst": self.burst,
             "solvers": self.solvers,
+            "family": self.family,
             "seconds": round(self.seconds, 2),
         }
 
@@ -206,6 +242,15 @@ def run_placement_bench(
     """Run the benchmark described by ``config`` (see the module doc)."""
     started = clock()
     settings = DecisionSettings(budget_ms=config.budget_ms, gap=config.gap)
+    family = []
+    for threads in config.family_sizes:
+        progress(f"family {threads} threads")
+        family.append(_family_row(config, threads, None, clock))
+    if config.big_instances:
+        progress("family 512 threads, 200 workloads")
+        family.append(_family_row(config, 512, 200, clock))
+    if config.only_family:
+        return PlacementBenchResult(config=config, family=family, seconds=clock() - started)
     static = []
     for name in config.presets:
         topo = preset(name)
@@ -226,8 +271,161 @@ def run_placement_bench(
         churn=churn,
         burst=burst,
         solvers=solvers,
+        family=family,
         seconds=clock() - started,
     )
+
+
+FAMILY_REQUESTS = (1, 2, 3, 4, 6, 8, 12, 16)
+
+
+def family_topology(threads: int) -> Topology:
+    """2 sockets, one NUMA node and one L3 per socket, siblings numbered 2l and 2l+1."""
+    cores = threads // 2
+    per_socket = cores // 2
+    records = [
+        Cpu(
+            id=2 * core + t,
+            core=core,
+            socket=core // per_socket,
+            numa=core // per_socket,
+            l3=core // per_socket,
+        )
+        for core in range(cores)
+        for t in range(2)
+    ]
+    return Topology.from_records(records, name=f"family-{threads}")
+
+
+def family_instance(rng: random.Random, threads: int) -> list[Workload]:
+    """Exclusive requests from `FAMILY_REQUESTS` until 80-95% of ``threads`` are asked
+    for; redrawn (up to 50 times) until there are 10-39 workloads."""
+    workloads: list[Workload] = []
+    for _ in range(50):
+        target = rng.uniform(0.8, 0.95) * threads
+        workloads, total = [], 0
+        while total < target:
+            fits = [r for r in FAMILY_REQUESTS if total + r <= 0.95 * threads]
+            if not fits:
+                break
+            r = rng.choice(fits)
+            total += r
+            workloads.append(_family_workload(len(workloads), r))
+        if 10 <= len(workloads) <= 39:
+            break
+    return workloads
+
+
+def big_instance(rng: random.Random, count: int) -> list[Workload]:
+    """``count`` exclusive workloads asking for 1-3 CPUs each."""
+    return [_family_workload(i, rng.choice((1, 2, 3))) for i in range(count)]
+
+
+def _family_workload(index: int, cpus: int) -> Workload:
+    return Workload(id=f"w{index}", qos="LC", cpus=cpus, policy="exclusive")
+
+
+def _family_row(
+    config: PlacementBenchConfig, threads: int, count: int | None, clock: Callable[[], float]
+) -> dict[str, Any]:
+    topo = family_topology(threads)
+    instances = config.big_instances if count else config.family_instances
+    ms: list[float] = []
+    greedy_ms: list[float] = []
+    proven = cross = cross_bound = shared = shared_bound = 0
+    greedy_cross = greedy_shared = greedy_siblings = siblings = workloads_total = 0
+    worse_than_greedy = 0
+    for index in range(instances):
+        rng = random.Random(f"{config.seed}/family/{threads}/{count}/{index}")
+        workloads = big_instance(rng, count) if count else family_instance(rng, threads)
+        workloads_total += len(workloads)
+        result = place_optimal(topo, workloads, budget_ms=config.budget_ms, gap=config.gap)
+        ms.append(result.solve_ms)
+        proven += result.optimal
+        cross += result.cost.cross_socket_workloads
+        shared += result.cost.shared_cores
+        siblings += result.cost.sibling_cores
+        bound = result.priority_bound
+        if bound is not None:
+            cross_bound += int(bound[0] // 2)  # an unavoidable split: one node, one socket
+        shared_bound += result.shared_cores_bound or 0
+        t0 = clock()
+        greedy = place_greedy(topo, workloads)
+        greedy_ms.append((clock() - t0) * 1000)
+        g_cost = explain_placement(topo, {w.id: w for w in workloads}, greedy)
+        greedy_cross += g_cost.cross_socket_workloads
+        greedy_shared += g_cost.shared_cores
+        greedy_siblings += g_cost.sibling_cores
+        worse_than_greedy += result.cost.priorities > g_cost.priorities
+    return {
+        "threads": threads,
+        "instances": instances,
+        "workloads_mean": round(workloads_total / max(1, instances), 1),
+        "proven_share": round(proven / max(1, instances), 3),
+        "cross_socket": cross,
+        "cross_socket_unavoidable": cross_bound,
+        "shared_cores": shared,
+        "shared_cores_bound": shared_bound,
+        "sibling_cores": siblings,
+        "ms_p50": _pct(ms, 50),
+        "ms_p99": _pct(ms, 99),
+        "ms_max": round(max(ms), 2) if ms else None,
+        "worse_than_greedy": worse_than_greedy,
+        "greedy": {
+            "cross_socket": greedy_cross,
+            "shared_cores": greedy_shared,
+            "sibling_cores": greedy_siblings,
+            "ms_p50": _pct(greedy_ms, 50),
+        },
+    }
+
+
+def plot_family(doc: Mapping[str, Any], path: Path) -> None:
+    """Draw the family figures of a benchmark document into ``path`` (PNG, SVG, PDF by
+    suffix): proven share, cross-socket workloads, shared cores against the bound, and
+    decision times, per size, next to greedy's."""
+    import matplotlib  # noqa: PLC0415 - optional, only for --plot
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = doc["family"]
+    labels = [f"{r['threads']}" + ("/200" if r["threads"] == 512 else "") for r in rows]
+    x = np.arange(len(rows))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0][0]
+    ax.bar(x, [100 * r["proven_share"] for r in rows], color="tab:green")
+    ax.axhline(95, color="grey", linestyle="--", linewidth=1)
+    ax.set_title(f"proven optimal at {doc['config']['budget_ms']:g} ms (%)")
+    ax.set_ylim(0, 105)
+    width = 0.38
+    ax = axes[0][1]
+    ax.bar(x - width / 2, [r["cross_socket"] for r in rows], width, label="corral")
+    ax.bar(x + width / 2, [r["greedy"]["cross_socket"] for r in rows], width, label="greedy")
+    ax.plot(
+        x, [r["cross_socket_unavoidable"] for r in rows], "k_", markersize=20, label="unavoidable"
+    )
+    ax.set_title("cross-socket workloads (all instances)")
+    ax.legend()
+    ax = axes[1][0]
+    ax.bar(x - width / 2, [r["shared_cores"] for r in rows], width, label="corral")
+    ax.bar(x + width / 2, [r["greedy"]["shared_cores"] for r in rows], width, label="greedy")
+    ax.plot(x, [r["shared_cores_bound"] for r in rows], "k_", markersize=20, label="lower bound")
+    ax.set_title("cores shared between workloads (all instances)")
+    ax.legend()
+    ax = axes[1][1]
+    ax.bar(x - width / 2, [r["ms_p50"] for r in rows], width, label="p50")
+    ax.bar(x + width / 2, [r["ms_p99"] for r in rows], width, label="p99")
+    ax.axhline(doc["config"]["budget_ms"], color="grey", linestyle="--", linewidth=1)
+    ax.set_title("decision time (ms)")
+    ax.legend()
+    for row in axes:
+        for a in row:
+            a.set_xticks(x, labels)
+            a.set_xlabel("threads")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _static_row(
@@ -296,6 +494,9 @@ def _churn_rows(
         requested: list[int] = []
         times: list[float] = []
         costs: list[float] = []
+        vectors: list[tuple[float, ...]] = []
+        scratch: list[tuple[float, ...]] = []
+        drift = 0
         refused = 0
         for event in arrivals:
             ids = {w.id for w in current}
@@ -316,8 +517,27 @@ def _churn_rows(
             requested.append(decision.requested_cpus)
             times.append(decision.solve_ms)
             costs.append(decision.cost.total)
+            vector = decision.cost.priorities[:3]
+            vectors.append(vector)
+            fresh = place_optimal(
+                topo, current, budget_ms=settings.budget_ms, gap=settings.gap
+            ).cost.priorities[:3]
+            scratch.append(fresh)
+            drift += vector[:2] > fresh[:2]
         rows.append(
-            ChurnRow(name, str(allocator), len(moved), moved, requested, times, costs, refused)
+            ChurnRow(
+                name,
+                str(allocator),
+                len(moved),
+                moved,
+                requested,
+                times,
+                costs,
+                refused,
+                vectors=vectors,
+                drift=drift,
+                scratch=scratch,
+            )
         )
     return rows
 
@@ -402,6 +622,13 @@ def _solvers(
     }
 
 
+def _mean_vector(vectors: Sequence[tuple[float, ...]]) -> dict[str, float] | None:
+    if not vectors:
+        return None
+    names = ("spread", "shared_cores", "sibling_cores")
+    return {name: round(statistics.fmean(v[i] for v in vectors), 3) for i, name in enumerate(names)}
+
+
 def _pct(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
@@ -424,6 +651,6 @@ def _aggregate(runs: list[Run]) -> dict[str, Any]:
         "gap_pct_max": round(100 * max(gaps), 3) if gaps else None,
         "proven": sum(r.optimal for r in runs),
         "fell_back": sum(r.fell_back for r in runs),
-        "kept_mip": sum(r.source == "mip" for r in runs),
+        "kept_mip": sum(r.source in ("mip", "decomposition") for r in runs),
         "instances": len(runs),
     }

@@ -15,6 +15,8 @@ from corral.agent.config import LogFormat, load_settings
 from corral.agent.run import serve
 from corral.commands.common import clear_errors, fail
 from corral.errors import CorralError
+from corral.kube.config import kube_settings
+from corral.kube.mode import client_config, companion, prepare
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {
     "message",
@@ -101,9 +103,23 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
     log_format: Annotated[
         LogFormat | None, typer.Option(help="human (default) or json lines.")
     ] = None,
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(help="Kubernetes mode: the kubeconfig (in a pod: the service account)."),
+    ] = None,
+    node_name: Annotated[
+        str | None,
+        typer.Option(help="Kubernetes mode: this node's name (default $NODE_NAME)."),
+    ] = None,
+    kubelet_root: Annotated[
+        Path | None,
+        typer.Option(help="kubelet's root directory (default /var/lib/kubelet)."),
+    ] = None,
 ) -> None:
     """Run the node agent: places and isolates the workloads it is told about over HTTP,
-    keeps them in SQLite across restarts, and rebalances and repairs drift periodically."""
+    keeps them in SQLite across restarts, and rebalances and repairs drift periodically.
+    With --kubeconfig/--node-name (or a kube section), it is also a Kubernetes node
+    component: the pods bound to the node become its workloads (README, Kubernetes)."""
     with clear_errors():
         settings = load_settings(
             config,
@@ -122,8 +138,14 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
             },
         )
         _configure_logging(settings.log_level, settings.log_format)
+        companions = []
+        flags = {"kubeconfig": kubeconfig, "node_name": node_name, "kubelet_root": kubelet_root}
+        if settings.kube is not None or any(v is not None for v in flags.values()):
+            prepared = prepare(settings, kube_settings(settings.kube, flags))
+            settings = prepared.agent
+            companions.append(companion(prepared, client_config(prepared.kube)))
         try:
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, companions))
         except BaseExceptionGroup as group:
             first = _first_leaf(group)
             if isinstance(first, CorralError):

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.bench.placement import PlacementBenchConfig, run_placement_bench
+from corral.commands.bench_cluster import bench_cluster
 from corral.commands.common import clear_errors, console, print_json
 from corral.errors import InputError
 from corral.placement.cost import TERMS
@@ -20,6 +21,7 @@ bench_app = typer.Typer(
     help="Benchmarks: each prints its figures next to a baseline measured in the same run.",
     no_args_is_help=True,
 )
+bench_app.command("cluster")(bench_cluster)
 
 
 @bench_app.command("placement")
@@ -41,6 +43,14 @@ def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
         list[str] | None, typer.Option("--preset", help="Only these presets (repeatable).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the workload mixes.")] = 0,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Draw the instance-family figures into this file (PNG)."),
+    ] = None,
+    family_only: Annotated[
+        bool,
+        typer.Option("--family-only", help="Only the instance family (issue 15's shapes)."),
+    ] = False,
 ) -> None:
     """Greedy (kubelet order) against the optimal allocator on the topology presets:
     cost terms, cross-NUMA workloads, shared cores, decision times, gaps, churn per
@@ -53,6 +63,8 @@ def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
         changes["instances"] = instances
     if preset:
         changes["presets"] = tuple(preset)
+    if family_only:
+        changes["only_family"] = True
     config = _replace(config, changes)
     with clear_errors():
         from corral.topology.presets import PRESETS  # noqa: PLC0415 - only to check names
@@ -71,6 +83,10 @@ def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
     doc = result.to_json()
     if output is not None:
         output.write_text(json.dumps(doc, indent=2) + "\n")
+    if plot is not None:
+        from corral.bench.placement import plot_family  # noqa: PLC0415 - matplotlib inside
+
+        plot_family(doc, plot)
     if as_json:
         print_json(doc)
         return
@@ -87,6 +103,52 @@ def _replace(config: PlacementBenchConfig, changes: dict[str, Any]) -> Placement
 
 def placement_tables(doc: dict[str, Any]) -> list[Table]:
     """Rich tables for the placement benchmark's JSON document."""
+    family = _family_table(doc)
+    if not doc["static"]:
+        return [family]
+    return [family, *_preset_tables(doc)]
+
+
+def _family_table(doc: dict[str, Any]) -> Table:
+    cfg = doc["config"]
+    table = Table(
+        title=f"instance family (2 sockets, siblings 2l/2l+1) at budget {cfg['budget_ms']:g} "
+        "ms: totals over the instances; corral (greedy); xsock = cross-socket workloads "
+        "(unavoidable), shared = cores shared between workloads (lower bound)"
+    )
+    for column in (
+        "threads",
+        "inst",
+        "wl",
+        "proven",
+        "xsock",
+        "shared",
+        "siblings",
+        "ms p50",
+        "ms p99",
+        "ms max",
+        "worse than greedy",
+    ):
+        table.add_column(column, justify="right")
+    for row in doc["family"]:
+        g = row["greedy"]
+        table.add_row(
+            str(row["threads"]),
+            str(row["instances"]),
+            f"{row['workloads_mean']:.0f}",
+            f"{100 * row['proven_share']:.0f}%",
+            f"{row['cross_socket']} ({row['cross_socket_unavoidable']}) [{g['cross_socket']}]",
+            f"{row['shared_cores']} ({row['shared_cores_bound']}) [{g['shared_cores']}]",
+            f"{row['sibling_cores']} [{g['sibling_cores']}]",
+            _num(row["ms_p50"]),
+            _num(row["ms_p99"]),
+            _num(row["ms_max"]),
+            str(row["worse_than_greedy"]),
+        )
+    return table
+
+
+def _preset_tables(doc: dict[str, Any]) -> list[Table]:
     cfg = doc["config"]
     static = Table(
         title=f"placement from scratch (budget {cfg['budget_ms']:g} ms, gap {cfg['gap']:g}): "
@@ -157,6 +219,9 @@ def placement_tables(doc: dict[str, Any]) -> list[Table]:
         "ms p50",
         "ms p99",
         "mean cost",
+        "spread/shared/sib",
+        "from scratch",
+        "worse",
         "refused",
     ):
         churn.add_column(column, justify="left" if column in ("preset", "alloc") else "right")
@@ -172,6 +237,9 @@ def placement_tables(doc: dict[str, Any]) -> list[Table]:
             _num(row["ms_p50"]),
             _num(row["ms_p99"]),
             _num(row["mean_cost"]),
+            _vector(row["mean_priorities"]),
+            _vector(row["mean_priorities_from_scratch"]),
+            str(row["events_worse_than_from_scratch"]),
             str(row["refused_adds"]),
         )
     burst = doc["burst"]
@@ -197,6 +265,10 @@ def placement_tables(doc: dict[str, Any]) -> list[Table]:
             label, _num(s["ms_p50"]), _num(s["mean_cost"]), _num(s["proven_fraction"])
         )
     return [static, terms, churn, burst_table, solver_table]
+
+
+def _vector(value: dict[str, float] | None) -> str:
+    return "-" if value is None else "/".join(f"{v:.2f}" for v in value.values())
 
 
 def _num(value: object) -> str:

@@ -8,6 +8,12 @@ Layouts searched (relative to a hierarchy root; v1 hierarchies share the same pa
 * Docker: ``docker/<id>`` and ``system.slice/docker-<id>.scope``
 * containerd: ``<namespace>/<id>`` for the ``k8s.io``, ``default`` and ``moby`` namespaces, and
   ``system.slice/containerd-<id>.scope`` / ``cri-containerd-<id>.scope``
+* CRI-O with the cgroupfs driver: ``kubepods/<qos>/pod<uid>/crio-<id>``
+
+Pods (`locate_pod`): kubelet's pod cgroup from the pod uid and QoS class, with either
+driver: ``kubepods[/<qos>]/pod<uid>`` (cgroupfs) or ``kubepods.slice[/kubepods-<qos>.slice]/
+kubepods[-<qos>]-pod<uid with _ for ->.slice`` (systemd); Guaranteed pods sit directly under
+kubepods. The paths are the same in cgroup v1 hierarchies and in the v2 unified tree.
 
 Only these directories are listed (no walk of the whole tree), so lookups stay cheap on
 hosts with thousands of cgroups. A short id (12 or more hex digits, as ``docker ps``
@@ -24,7 +30,10 @@ from corral.enforce.cgroupfs import child_dirs
 from corral.errors import InputError
 
 _QOS_DIRS = ("", "burstable", "besteffort")
-_SCOPE = re.compile(r"^(?:docker|cri-containerd|crio|containerd|libpod)-([0-9a-f]+)\.scope$")
+_SCOPE = re.compile(r"^(?:docker|cri-containerd|crio|containerd|libpod)-([0-9a-f]+)(?:\.scope)?$")
+_POD_UID = re.compile(r"^[0-9a-fA-F-]{1,64}$")
+QOS_DIRS = {"Guaranteed": "", "Burstable": "burstable", "BestEffort": "besteffort"}
+"""kubelet's QoS sub-tree of each Kubernetes QoS class ("": directly under kubepods)."""
 _ID = re.compile(r"^[0-9a-f]{12,64}$")
 _FLAT_PARENTS = ("docker", "system.slice", "k8s.io", "default", "moby")
 MIN_ID_PREFIX = 12
@@ -109,3 +118,41 @@ def _match(name: str, rel: str, add: Callable[[str, str], None]) -> None:
     container = scope.group(1) if scope else name
     if _ID.match(container):
         add(container, rel)
+
+
+def pod_cgroup_candidates(pod_uid: str, qos_class: str | None = None) -> list[str]:
+    """The paths kubelet gives the pod cgroup of ``pod_uid`` (cgroupfs then systemd
+    driver), for its QoS class or, when None, for every class."""
+    if not _POD_UID.match(pod_uid):
+        raise InputError("pod_uid", f"{pod_uid!r} is not a pod uid", "give metadata.uid")
+    classes = [qos_class] if qos_class is not None else list(QOS_DIRS)
+    out: list[str] = []
+    for cls in classes:
+        if cls not in QOS_DIRS:
+            raise InputError(
+                "qos_class", f"{cls!r} is not a QoS class", "Guaranteed, Burstable or BestEffort"
+            )
+        qos = QOS_DIRS[cls]
+        out.append("kubepods" + (f"/{qos}" if qos else "") + f"/pod{pod_uid}")
+        systemd_uid = pod_uid.replace("-", "_")
+        if qos:
+            out.append(f"kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{systemd_uid}.slice")
+        else:
+            out.append(f"kubepods.slice/kubepods-pod{systemd_uid}.slice")
+    return out
+
+
+def locate_pod(
+    hierarchy: Path, pod_uid: str, qos_class: str | None = None, *, field: str = "pod"
+) -> str:
+    """The pod cgroup (relative path) of ``pod_uid`` in ``hierarchy``: the first of
+    `pod_cgroup_candidates` that exists. `InputError` when none does."""
+    candidates = pod_cgroup_candidates(pod_uid, qos_class)
+    for rel in candidates:
+        if (hierarchy / rel).is_dir():
+            return rel
+    raise InputError(
+        field,
+        f"no pod cgroup for uid {pod_uid} under {hierarchy} (looked for {', '.join(candidates)})",
+        "check kubelet's --cgroup-root and --cgroup-driver, or that the pod has started",
+    )

@@ -5,6 +5,30 @@ normalised so that its value means the same on a 16-thread box and a 512-thread 
 multiplied by a weight from `CostWeights`. `explain` returns each term; the optimiser
 (`corral.placement.optimal`) minimises exactly the same sum.
 
+Priorities. Placements are compared lexicographically on `CostBreakdown.priorities`, the
+order the seeds rank the harms (memory across nodes first, churn last):
+
+1. ``spread``: extra NUMA nodes plus extra sockets, summed over exclusive workloads (0
+   unless no placement keeps every workload within the fewest nodes its request needs);
+2. ``shared_cores``: physical cores whose threads serve two or more owners (the shared
+   pool counts as an owner when it hosts a workload; an exclusive thread next to an
+   idle, unused pool thread is not shared). Odd requests force a lower bound: on a node
+   with ``F`` free threads and ``o`` odd parts, ``max(0, (o - F) / 2)`` cores pair two
+   workloads (``ceil(o / 2)`` when the pool is used); `corral.placement.lexicographic`
+   computes the bound over all node assignments and reports it;
+3. ``sibling_cores``: cores where one workload holds two threads (not counted under
+   ``full_cores``), only where (1) and (2) leave no choice;
+4. ``hot_l3_threads``: L3 balance (the ``imbalance`` term's raw excess);
+5. ``moved_cpus``: churn;
+6. ``fragmentation`` (raw), then the weighted total: tie-breakers.
+
+No weight can make a lower level outweigh a higher one: the comparison is on the vector,
+not on a sum (lexicographic solving), so the dominance needs no argument about weight
+ratios. The weighted total below stays as the last tie-breaker, the figure the CLI and
+the rebalance threshold use, and the objective of the MIP on hosts the exact
+decomposition does not cover (`corral.placement.optimal`), whose answer is then kept only
+when its vector is no worse than greedy's.
+
 Busyness. A pinned (exclusive) workload's threads are busy a fraction
 ``u = min(1, expected_use / cpus)`` of the time (1 without a prediction). Every thread not
 held exclusively belongs to the shared pool (immovable CPUs included), whose busyness is
@@ -71,6 +95,16 @@ TERMS: tuple[str, ...] = (
     "fragmentation",
     "churn",
 )
+PRIORITIES: tuple[str, ...] = (
+    "spread",
+    "shared_cores",
+    "sibling_cores",
+    "hot_l3_threads",
+    "moved_cpus",
+    "fragmentation",
+    "weighted_total",
+)
+"""The names of `CostBreakdown.priorities`, most important first."""
 POOL = ""  # owner key of the shared pool (workload ids are never empty)
 
 
@@ -173,6 +207,25 @@ class CostBreakdown:
     moved_cpus: int
     pool_busyness: float
     details: Mapping[str, str] = field(default_factory=dict)
+    spread: int = 0
+    """Extra NUMA nodes plus extra sockets over all exclusive workloads (priority 1)."""
+    hot_l3_threads: float = 0.0
+    """Busy threads above the tolerated share in hot L3 domains (priority 4)."""
+
+    @property
+    def priorities(self) -> tuple[float, ...]:
+        """The priority vector, compared lexicographically (lower is better): see
+        `PRIORITIES` and the module doc. Floats are rounded to 9 places so that equal
+        placements compare equal whatever the summation order."""
+        return (
+            float(self.spread),
+            float(self.shared_cores),
+            float(self.sibling_cores),
+            round(self.hot_l3_threads, 9),
+            float(self.moved_cpus),
+            round(self.terms["fragmentation"].raw, 9),
+            round(self.total, 9),
+        )
 
     def weighted(self) -> dict[str, float]:
         """``{term: weighted value}``: what the CLI prints as ``"cost"``."""
@@ -196,7 +249,14 @@ class CostBreakdown:
             "sibling_cores": self.sibling_cores,
             "moved_cpus": self.moved_cpus,
             "pool_busyness": round(self.pool_busyness, 6),
+            "spread": self.spread,
+            "priorities": dict(zip(PRIORITIES, self.priorities, strict=True)),
         }
+
+
+def better(a: CostBreakdown, b: CostBreakdown) -> bool:
+    """Whether placement cost ``a`` is strictly better than ``b`` in priority order."""
+    return a.priorities < b.priorities
 
 
 def busyness(workload: Workload) -> float:
@@ -367,6 +427,8 @@ def explain(
         details={
             "hot_l3_threads": f"{hot:.3f}",
         },
+        spread=numa_extra + socket_extra,
+        hot_l3_threads=hot,
     )
 
 

@@ -5,12 +5,23 @@ exclusive workload holds (``previous``); a decision returns the placement to enf
 it costs, which CPUs move, and whether it was applied.
 
 * ``add`` / ``remove``: place the workload list after the event. Greedy keeps every
-  placed exclusive workload where it is (kubelet's behaviour); optimal may move placed
-  workloads when the cost model says the move is worth its churn term.
+  placed exclusive workload where it is (kubelet's behaviour); optimal moves placed
+  workloads only when that lowers the first two priorities of the cost model (needless
+  NUMA/socket crossings, then shared cores): when the optimum in priority order moves
+  some and a placement keeping them (greedy keeping) is as good on those two, the latter
+  is taken, so sibling cores, L3 balance and fragmentation alone never move a running
+  workload outside a rebalance.
 * ``rebalance``: propose a fresh placement (optimal: with the churn term; greedy:
-  kubelet order from scratch) and apply it only if it refuses fewer workloads, or lowers
-  the cost by more than ``rebalance_threshold`` (hysteresis, so the host does not flap
-  between near-equal placements).
+  kubelet order from scratch) and apply it only if it refuses fewer workloads, or has
+  fewer needless crossings, shared cores or sibling cores (the whole-number priorities of
+  `corral.placement.cost`, compared in that order), or, equal on those, lowers the
+  weighted cost by more than ``rebalance_threshold`` (hysteresis, so the host does not
+  flap between near-equal placements).
+
+With the optimal allocator every decision is exact in priority order on the hosts the
+decomposition covers, so spread, shared and sibling cores after an event equal those of
+placing the same workloads from scratch: a run of events cannot drift above the
+from-scratch optimum (``corral bench placement`` counts such events in its churn part).
 * Bursts: `coalesce` folds a run of events (hundreds of containers starting at once) into
   one `Batch`; `BurstWindow.ready` says when to stop collecting; `decide_batch` makes the
   single decision.
@@ -188,6 +199,7 @@ def decide(
         )
 
     result: OptimalResult | None = None
+    kept_note = ""
     if settings.allocator is Allocator.OPTIMAL:
         result = place_optimal(
             topology,
@@ -203,6 +215,19 @@ def decide(
             clock=clock,
         )
         proposal, proposed_cost = result.placement, result.cost
+        if kind is not EventKind.REBALANCE and moved_cpus(workloads, previous, proposal):
+            kept = _kept_unless_worse(
+                topology,
+                workloads,
+                previous,
+                proposal=proposal,
+                proposed=proposed_cost,
+                settings=settings,
+                online=online,
+            )
+            if kept is not None:
+                proposal, proposed_cost = kept[0], cost_of(kept[0])
+                kept_note = kept[1]
     elif kind is EventKind.REBALANCE:
         proposal = place_greedy(
             topology,
@@ -226,7 +251,7 @@ def decide(
     current: Placement | None = None
     current_cost: CostBreakdown | None = None
     applied = True
-    reason = f"{kind}: placed by {settings.allocator}"
+    reason = f"{kind}: placed by {settings.allocator}" + kept_note
     if kind is EventKind.REBALANCE:
         current = place_greedy_keeping(
             topology,
@@ -238,10 +263,19 @@ def decide(
         )
         current_cost = cost_of(current)
         saving = current_cost.total - proposed_cost.total
+        ranked = PRIORITY_LEVELS
         if len(proposal.refusals) < len(current.refusals):
             reason = "rebalance: applied, the proposal places more workloads"
         elif len(proposal.refusals) == len(current.refusals) and (
-            saving > settings.rebalance_threshold
+            proposed_cost.priorities[:ranked] < current_cost.priorities[:ranked]
+        ):
+            reason = (
+                "rebalance: applied, fewer workloads across nodes, shared cores or sibling "
+                f"cores {_levels(proposed_cost)} < {_levels(current_cost)}"
+            )
+        elif len(proposal.refusals) == len(current.refusals) and (
+            proposed_cost.priorities[:ranked] == current_cost.priorities[:ranked]
+            and saving > settings.rebalance_threshold
         ):
             reason = (
                 f"rebalance: applied, saves {saving:.4f} > threshold "
@@ -268,12 +302,67 @@ def decide(
         requested_cpus=requested,
         solve_ms=(clock() - started) * 1000,
         reason=reason,
-        optimal=result.optimal if result is not None else False,
+        optimal=result.optimal and not kept_note if result is not None else False,
         gap=result.gap if result is not None else None,
         bound=result.bound if result is not None else None,
         fell_back=result.fell_back if result is not None else False,
         fallback_reason=result.fallback_reason if result is not None else "",
     )
+
+
+PRIORITY_LEVELS = 3
+"""The whole-number priorities (spread, shared cores, sibling cores) a rebalance applies
+for whatever the weighted saving; below them the threshold keeps the host from flapping."""
+
+
+def _levels(cost: CostBreakdown) -> str:
+    return "/".join(f"{v:g}" for v in cost.priorities[:PRIORITY_LEVELS])
+
+
+def _kept_unless_worse(
+    topology: Topology,
+    workloads: Sequence[Workload],
+    previous: Mapping[str, CpuSet],
+    *,
+    proposal: Placement,
+    proposed: CostBreakdown,
+    settings: DecisionSettings,
+    online: CpuSet | None,
+) -> tuple[Placement, str] | None:
+    """On an add or remove, the placement that keeps placed workloads where they are
+    (greedy keeping, kubelet's incremental behaviour) when the optimum moves some of them
+    without fewer needless crossings or shared cores (`STABLE_LEVELS`); None otherwise.
+    Sibling cores, L3 balance and fragmentation alone wait for a rebalance."""
+    kept = place_greedy_keeping(
+        topology,
+        workloads,
+        previous,
+        online=online,
+        strategy=settings.strategy,
+        full_cores=settings.full_cores,
+    )
+    host = topology if online is None else topology.restricted_to(online & topology.all_cpus)
+    by_id = {w.id: w for w in workloads}
+    kept_cost = explain_placement(
+        host,
+        by_id,
+        kept,
+        weights=settings.weights,
+        previous=previous,
+        full_cores=settings.full_cores,
+    )
+    if len(kept.refusals) > len(proposal.refusals):
+        return None
+    if kept_cost.priorities[:STABLE_LEVELS] > proposed.priorities[:STABLE_LEVELS]:
+        return None
+    return kept, (
+        ", placed workloads kept: moving them would not lower needless crossings or "
+        "shared cores (sibling cores and L3 balance wait for a rebalance)"
+    )
+
+
+STABLE_LEVELS = 2
+"""Priorities (spread, shared cores) for which an add or remove moves placed workloads."""
 
 
 # --- bursts ------------------------------------------------------------------------------
