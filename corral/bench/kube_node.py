@@ -256,7 +256,8 @@ def run_kube_node_bench(
         keep = names[: config.idle_pods]
         _poll("the NRT of the idle pods", lambda: _nrt_settled(api, keep), config.timeout_s, agent)
         time.sleep(3.0)
-        assert agent.proc is not None
+        if agent.proc is None:
+            raise CorralError("the agent under test was never started")
         pid = agent.proc.pid
         progress(f"measuring idle CPU for {config.idle_s:g} s")
         cpu0, t0 = _cpu_seconds(pid), time.monotonic()

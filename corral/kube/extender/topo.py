@@ -105,7 +105,8 @@ def _socket_of(zones: list[nrt.Zone], distances: dict[int, dict[int, int]]) -> d
     """Socket id per zone id: published attribute/parent, else grouped by distance."""
     sockets: dict[int, int] = {}
     for zone in zones:
-        assert zone.numa_id is not None
+        if zone.numa_id is None:  # not a NUMA zone: it has no socket of its own
+            continue
         text = zone.attribute(ATTR_SOCKET) or zone.parent.removeprefix(SOCKET_PARENT_PREFIX)
         if text.isdigit():
             sockets[zone.numa_id] = int(text)
