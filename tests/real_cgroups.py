@@ -28,11 +28,12 @@ def v1_skip_reason(controllers: Iterable[str]) -> str | None:
     return None
 
 
-def remove_tree(parent: str) -> None:
-    """Remove ``parent`` and its children from every hierarchy, deepest first."""
+def remove_tree(parent: str) -> list[str]:
+    """Remove ``parent`` and its children from every hierarchy, deepest first; returns the
+    directories that are still there (a co-mounted hierarchy's symlink is skipped)."""
     for hierarchy in CGROUP_ROOT.iterdir():
         top = hierarchy / parent
-        if not top.is_dir():
+        if hierarchy.is_symlink() or not top.is_dir():
             continue
         dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
         for directory in [*dirs, top]:
@@ -43,13 +44,15 @@ def remove_tree(parent: str) -> None:
                     (hierarchy / "cgroup.procs").write_text(pid)
             with suppress(OSError):
                 directory.rmdir()
+    return [str(h / parent) for h in CGROUP_ROOT.iterdir() if (h / parent).exists()]
 
 
 @pytest.fixture
 def parent() -> Iterator[str]:
-    """A unique corral parent cgroup name, removed from every hierarchy afterwards."""
+    """A unique corral parent cgroup name, removed from every hierarchy afterwards (the
+    test fails when some of it cannot be removed)."""
     name = f"corral-test-{uuid.uuid4().hex[:8]}"
     try:
         yield name
     finally:
-        remove_tree(name)
+        assert not remove_tree(name), "cgroups left behind"

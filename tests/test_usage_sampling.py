@@ -12,9 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import closing, suppress
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -410,32 +409,6 @@ def _real_skip_reason() -> str | None:
 
 
 REAL_SKIP = _real_skip_reason()
-
-
-def _remove_everywhere(parent: str) -> list[str]:
-    """Remove ``parent`` from every hierarchy (tasks back to the root); what is left."""
-    for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / parent
-        if hierarchy.is_symlink() or not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for directory in [*dirs, top]:
-            with suppress(OSError):
-                for pid in (directory / "cgroup.procs").read_text().split():
-                    with suppress(OSError):
-                        (hierarchy / "cgroup.procs").write_text(pid)
-            with suppress(OSError):
-                directory.rmdir()
-    return [str(h / parent) for h in CGROUP_ROOT.iterdir() if (h / parent).exists()]
-
-
-@pytest.fixture
-def parent() -> Iterator[str]:
-    name = f"corral-test-{uuid.uuid4().hex[:8]}"
-    try:
-        yield name
-    finally:
-        assert not _remove_everywhere(name), "cgroups left behind"
 
 
 @pytest.fixture
