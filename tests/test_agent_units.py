@@ -20,9 +20,10 @@ from corral.agent.config import AgentSettings, load_settings, parse_listen
 from corral.agent.decide import decide
 from corral.agent.enforcer import DryRunEnforcer
 from corral.agent.events import CoalescingQueue, Event, EventKind
-from corral.agent.sampler import UsageSampler, read_usage_ns
+from corral.agent.sampler import UsageSampler
 from corral.agent.service import AgentService
 from corral.agent.state import LoggedEvent, StateStore, Status, StoredWorkload, UsageRow
+from corral.enforce.usage import CpuUsage, UsageReader
 from corral.errors import InputError
 from corral.placement.assignment import Assignment
 from corral.placement.workload import Policy, Qos, Workload
@@ -130,10 +131,14 @@ def test_the_usage_reader_follows_the_detected_layout_not_fixed_paths(tmp_path: 
     write_v2_root(tmp_path / "v2")
     add_v2_cgroup(tmp_path / "v2", "corral/b")
     (tmp_path / "v2/corral/b/cpu.stat").write_text("usage_usec 2500\nuser_usec 1\n")
-    assert read_usage_ns(tmp_path / "v1", "corral/a") == 1_500_000_000
-    assert read_usage_ns(tmp_path / "v2", "/corral/b") == 2_500_000
-    assert read_usage_ns(tmp_path / "v1", "corral/missing") is None
-    assert read_usage_ns(tmp_path / "nothing", "corral/a") is None
+    def ns(root: Path, cgroup: str) -> int | None:
+        result = UsageReader.at(root).read(cgroup)
+        return result.ns if isinstance(result, CpuUsage) else None
+
+    assert ns(tmp_path / "v1", "corral/a") == 1_500_000_000
+    assert ns(tmp_path / "v2", "/corral/b") == 2_500_000
+    assert ns(tmp_path / "v1", "corral/missing") is None
+    assert ns(tmp_path / "nothing", "corral/a") is None
 
 
 @given(st.lists(st.floats(min_value=0, max_value=8), min_size=2, max_size=30))

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 
 from corral.agent.state import UsageRow
 from corral.enforce.usage import CpuUsage, NoUsage, NoUsageReason, UsageReader, UsageResult
@@ -35,13 +34,6 @@ def read_usages(reader: UsageReader, targets: Mapping[str, str | None]) -> dict[
         else:
             out[wid] = reader.read(cgroup)
     return out
-
-
-def read_usage_ns(cgroup_root: Path, cgroup: str) -> int | None:
-    """Cumulative CPU time of ``cgroup`` in ns, or None when there is none. Detects the
-    layout on every call: prefer one `UsageReader` and `read_usages`."""
-    result = UsageReader.at(cgroup_root).read(cgroup)
-    return result.ns if isinstance(result, CpuUsage) else None
 
 
 class Coverage(StrEnum):
