@@ -157,5 +157,8 @@ def test_the_v1_guard_never_sets_the_limit_below_unreclaimable_memory(box: Box) 
     with pytest.raises(MemoryGuardError, match="guard"):
         act.apply(SetMemoryHigh(4 * MIB, "test: far too low"))
     limit = int((ROOT / "memory" / box.name / "memory.limit_in_bytes").read_text())
-    assert limit == floor
+    # The guard is the reader's unreclaimable memory at the write, which moves while the
+    # reader runs: the limit is the floor read just before or just after it, or between.
+    after, _ = act.memory_guard()
+    assert min(floor, after) <= limit <= max(floor, after)
     assert box.proc.poll() is None  # the reader lives on: no OOM kill
