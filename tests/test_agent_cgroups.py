@@ -42,7 +42,6 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-
 def test_reconcile_repairs_a_cpuset_written_behind_the_agents_back(
     tmp_path: Path, parent: str
 ) -> None:

@@ -115,7 +115,8 @@ def test_an_agent_killed_while_be_is_throttled_leaves_be_in_its_box_and_lc_prote
             assert _read(hierarchy, box, name) == value, name
         assert _read("cpuset", f"{parent}/web", "cpuset.cpus") == lc_cpus
 
-        # A restarted agent adopts the same tree; its controller starts BE small again.
+        # A restarted agent adopts the same tree; its controller starts BE again from its
+        # baseline (issue 16: the static-idle configuration), not where the killed one was.
         with (
             AgentProcess(tmp_path / "agent", _settings(tmp_path, parent)) as again,
             httpx.Client(base_url=again.url, timeout=10) as http,
@@ -123,7 +124,7 @@ def test_an_agent_killed_while_be_is_throttled_leaves_be_in_its_box_and_lc_prote
             views = {w["id"]: w for w in http.get("/workloads").json()["workloads"]}
             assert views["web"]["status"] == views["batch"]["status"] == "placed"
             control = _wait("the controller", lambda: http.get("/status").json()["control"])
-            assert control["be"]["cores"] == 1
+            assert control["be"]["cores"] == control["baseline"]["cores"]
             assert busy.pid in _pids("cpu", f"{box}/batch")
             assert _read("cpu", box, "cpu.idle") == "1"
             assert again.terminate() == 0

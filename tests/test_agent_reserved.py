@@ -68,8 +68,10 @@ def test_exclusive_workloads_never_get_reserved_cpus_and_the_shared_pool_keeps_t
             with pytest.raises(asyncio.CancelledError):
                 await runner
         assert RESERVED_ID not in service.placement.assignments
-        return str(placed.view.assignment.cpuset), str(shared.view.assignment.cpuset), str(
-            status["reserved_cpus"]
+        return (
+            str(placed.view.assignment.cpuset),
+            str(shared.view.assignment.cpuset),
+            str(status["reserved_cpus"]),
         )
 
     try:

@@ -131,6 +131,7 @@ def test_the_usage_reader_follows_the_detected_layout_not_fixed_paths(tmp_path: 
     write_v2_root(tmp_path / "v2")
     add_v2_cgroup(tmp_path / "v2", "corral/b")
     (tmp_path / "v2/corral/b/cpu.stat").write_text("usage_usec 2500\nuser_usec 1\n")
+
     def ns(root: Path, cgroup: str) -> int | None:
         result = UsageReader.at(root).read(cgroup)
         return result.ns if isinstance(result, CpuUsage) else None

@@ -1,5 +1,5 @@
 """The composed controller on recorded signal sequences: growth, blocking, shrink steps,
-rollback, freeze and thaw (pure logic, fake clock)."""
+rollback, freeze and thaw (pure logic, fake clock), with Heracles' plain rules (`PLAIN`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.control.actions import Action, Evict, Freeze, SetCpus, SetQuota, SetWeight, Thaw
+from corral.control.attribution import AttributionSettings
+from corral.control.bands import BandSettings
+from corral.control.baseline import BaselineSettings
 from corral.control.ceilings import CeilingSettings
 from corral.control.controller import Controller, ControllerSettings, ControllerState
 from corral.control.cores import CoresSettings
@@ -26,8 +29,18 @@ CORES = tuple(CpuSet([i]) for i in range(8))
 SMT_CORES = tuple(CpuSet([i, i + 4]) for i in range(4))
 
 
+PLAIN = {
+    "baseline": BaselineSettings(enabled=False),
+    "attribution": AttributionSettings(enabled=False),
+    "bands": BandSettings(enabled=False),
+}
+"""Heracles' plain rules (a cold start, every violation BE's, the fixed high-water mark):
+the tests in this file pin them; tests/test_control_attribution.py pins the defaults."""
+
+
 def make(**overrides: object) -> Controller:
     base = {
+        **PLAIN,
         "top": TopSettings(period_s=1.0, cooldown_s=3.0, cooldown_backoff=1.0),
         "trial": TrialSettings(settle_s=1.0, hold_s=10.0),
         "cores": CoresSettings(min_cores=1, shrink_step=2),

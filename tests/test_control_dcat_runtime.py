@@ -21,6 +21,7 @@ import corral.enforce.resctrl as resctrl_module
 from corral.bench.agent_process import AgentProcess
 from corral.control.actions import Action, SetCache, SetCpus, SetWorkloadWays, WayGrant
 from corral.control.actuator import ActuatorDescription, ControlActuator
+from corral.control.baseline import BaselineSettings
 from corral.control.cache import CacheSettings
 from corral.control.config import parse_config, runtime_from_config
 from corral.control.controller import Controller, ControllerSettings
@@ -226,6 +227,8 @@ def make_runtime(
         sub_period_s=1.0,
         peak_rps=1000.0,
         cache=cache,
+        # BE stands where the test puts it on the ways ladder: no release to the baseline.
+        baseline=BaselineSettings(enabled=False),
     )
     executor = BatchExecutor()
     recording = Recording(actuator, executor)

@@ -14,6 +14,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from corral.control.actions import Action, Freeze, SetCpus, SetWeight, Thaw
+from corral.control.attribution import AttributionSettings
+from corral.control.bands import BandSettings
+from corral.control.baseline import BaselineSettings
 from corral.control.config import parse_config, runtime_from_config
 from corral.control.controller import Controller, ControllerSettings
 from corral.control.evict import BeWorkload, EvictSettings
@@ -77,6 +80,8 @@ class CountingExecutor:
 
 
 def controller() -> Controller:
+    """Heracles' plain rules (a cold start, every violation BE's): these tests pin the
+    loop's plumbing; tests/test_control_attribution.py pins the default rules."""
     return Controller(
         ControllerSettings(
             top=TopSettings(period_s=1.0, cooldown_s=2.0),
@@ -84,6 +89,9 @@ def controller() -> Controller:
             evict=EvictSettings(freeze_after_periods=0),
             sub_period_s=1.0,
             peak_rps=1000.0,
+            baseline=BaselineSettings(enabled=False),
+            attribution=AttributionSettings(enabled=False),
+            bands=BandSettings(enabled=False),
         ),
         CORES,
     )

@@ -8,9 +8,11 @@ workloads, assignment, decisions, event log, usage), `events` (the coalescing qu
 worker thread that performs every kernel and SQLite write), `faults` (the failure policy:
 expected failures retried with backoff and shown, programming errors fatal), `enforcer`
 (what the agent needs from enforcement, and the dry run), `cgroups` (the adapter to
-`corral.enforce`), `sampler` (CPU usage windows), `observer` and `metrics` (prometheus
-collectors on a registry passed in), `service` (the wiring of loop, core and executor),
-`api` (FastAPI app), `run` (listeners and signals), `client` (HTTP client for the CLI).
+`corral.enforce`), `sampler` (CPU usage windows), `throttling` (CFS throttling from
+cpu.stat), `observer` and `metrics` (prometheus collectors on a registry passed in: per
+workload series and build info too), `service` (the wiring of loop, core and executor),
+`reload` (what a SIGHUP may change live), `api` (FastAPI app), `docs` (/docs and /redoc
+from local files), `run` (listeners and signals), `client` (HTTP client for the CLI).
 
 HTTP API (OpenAPI at /openapi.json; errors are ``{"detail", "field", "fix"}``):
 
@@ -22,7 +24,8 @@ HTTP API (OpenAPI at /openapi.json; errors are ``{"detail", "field", "fix"}``):
 - ``GET /assignments``, ``GET /topology``, ``GET /status`` (pending events, last decision,
   solver stats, drift, enforcement errors, open faults, recent events; served from memory,
   never waiting for the store), ``POST /rebalance``,
-  ``POST /reconcile``, ``GET /healthz``, ``GET /metrics``.
+  ``POST /reconcile``, ``GET /healthz``, ``GET /metrics``, ``GET /docs`` and ``/redoc``
+  (served offline).
 
 TCP listeners other than loopback need ``Authorization: Bearer <token>``; the unix socket
 is created mode 0600.

@@ -111,7 +111,6 @@ class AdmissionMiddleware:
         finally:
             self.in_flight -= 1
 
-
     def _overloaded(self) -> str | None:
         if self.in_flight >= self.limit:
             return f"the agent has {self.in_flight} requests in progress (limit {self.limit})"

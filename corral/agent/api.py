@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.agent.admission import OverloadedError
+from corral.agent.docs import add_docs
 from corral.agent.service import AgentService, ShuttingDownError
 from corral.agent.state import StateCorruptError, StateUnavailableError
 from corral.agent.ui import ui_router
@@ -266,7 +267,10 @@ def create_app(
         title="corral agent",
         version="1",
         description="Places and isolates the workloads of one host.",
+        docs_url=None,  # served by add_docs from local files, not a CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.add_middleware(InternalErrors)
 
     async def authorised(request: Request) -> None:

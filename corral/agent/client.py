@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,11 +20,20 @@ class AgentUnreachableError(CorralError):
     """No agent answers at the address."""
 
 
+RETRY_429_BUDGET_S = 30.0
+"""How long a client keeps retrying requests the agent refused with 429 (overloaded)."""
+RETRY_429_MAX_WAIT_S = 2.0
+"""The longest single wait between such retries, whatever ``Retry-After`` says."""
+
+
 class AgentClient:
     """Talks to one agent over TCP (``url``) or a unix socket (``socket_path``).
 
     API errors become corral errors: 422 `InputError` (naming the field), 409
-    `PlacementError`, anything else `CorralError` with the agent's message.
+    `PlacementError`, anything else `CorralError` with the agent's message. A 429 (the
+    agent is overloaded and did not take the request) is retried after its
+    ``Retry-After`` (capped at ``RETRY_429_MAX_WAIT_S``) for up to ``retry_429_s``
+    seconds: an admission refusal means nothing was done, so repeating is safe.
     """
 
     def __init__(
@@ -33,7 +43,9 @@ class AgentClient:
         socket_path: Path | None = None,
         token: str | None = None,
         timeout_s: float = 30.0,
+        retry_429_s: float = RETRY_429_BUDGET_S,
     ) -> None:
+        self._retry_429_s = retry_429_s
         self.url = url or os.environ.get("CORRAL_AGENT_URL") or DEFAULT_URL
         token = token or os.environ.get("CORRAL_AGENT_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -60,14 +72,32 @@ class AgentClient:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request; raises corral errors for API errors and an unreachable agent."""
+        """One request; raises corral errors for API errors and an unreachable agent.
+
+        Retries a 429 until the agent takes the request or the retry budget is spent
+        (then the 429 is raised as a `CorralError` with the agent's reason).
+        """
+        deadline = time.monotonic() + self._retry_429_s
+        response = self._send(method, path, **kwargs)
+        while response.status_code == 429:
+            wait = _retry_after(response)
+            if time.monotonic() + wait > deadline:
+                break
+            time.sleep(wait)
+            response = self._send(method, path, **kwargs)
+        return self._checked(response)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.TransportError as err:
             raise AgentUnreachableError(
                 f"no corral agent answers at {self._where} ({err}); start one with "
                 "`corral agent` or point --agent / $CORRAL_AGENT_URL at it"
             ) from err
+
+    @staticmethod
+    def _checked(response: httpx.Response) -> httpx.Response:
         if response.status_code < 400:
             return response
         try:
@@ -118,3 +148,12 @@ class AgentClient:
         """GET /assignments."""
         result: dict[str, Any] = self.request("GET", "/assignments").json()
         return result
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """Seconds to wait before repeating a refused request: its ``Retry-After``, capped."""
+    try:
+        wait = float(response.headers.get("Retry-After", "0.1"))
+    except ValueError:
+        wait = 0.1
+    return min(max(wait, 0.05), RETRY_429_MAX_WAIT_S)

@@ -2,18 +2,26 @@
 
 Every field says its unit and why its default is what it is. Unknown keys are refused so a
 typo in a config file never silently falls back to a default.
+
+Where the file comes from (`load_settings`): ``--config PATH`` when given; otherwise the
+first that exists of `default_config_paths`: ``$XDG_CONFIG_HOME/corral/agent.yaml`` (else
+``~/.config/corral/agent.yaml``), then ``/etc/corral/agent.yaml``; none of them: the
+embedded defaults. CLI flags override the file, and ``$CORRAL_AGENT_TOKEN`` gives a token
+neither sets. The agent re-reads the same file on SIGHUP (`corral.agent.reload`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from corral.agent.predictions import PredictorSettings
 from corral.agent.state import Durability
@@ -24,6 +32,29 @@ from corral.placement.workload import check_cgroup_path
 from corral.topology.cpuset import CpuSet
 
 DEFAULT_PORT = 7781
+SYSTEM_CONFIG = Path("/etc/corral/agent.yaml")
+"""The system-wide config file (the systemd unit passes it with --config)."""
+
+
+def default_config_paths(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """Where the agent looks for its config without ``--config``, first found wins:
+    ``$XDG_CONFIG_HOME/corral/agent.yaml`` (else ``~/.config/corral/agent.yaml``), then
+    `SYSTEM_CONFIG`."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return (Path(base) / "corral" / "agent.yaml", SYSTEM_CONFIG)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """Where a running agent's settings came from, so SIGHUP can read them again:
+    ``given`` (--config, None when searched), ``path`` (the file read, None: defaults
+    only), the CLI ``overrides`` and the ``loaded`` values (field -> value as read)."""
+
+    given: Path | None
+    path: Path | None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    loaded: Mapping[str, Any] = field(default_factory=dict)
 
 
 class LogFormat(StrEnum):
@@ -232,6 +263,14 @@ class AgentSettings(BaseModel):
         "`enabled`. Too little history: the request.",
     )
 
+    _source: ConfigSource | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> ConfigSource | None:
+        """Where `load_settings` read these settings from (None when built otherwise);
+        kept by ``model_copy``."""
+        return self._source
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str | None) -> str | None:
@@ -311,9 +350,25 @@ def settings_from(data: dict[str, Any], *, where: str = "config") -> AgentSettin
     return settings
 
 
-def load_settings(path: Path | None, overrides: dict[str, Any]) -> AgentSettings:
-    """Settings from the YAML file at ``path`` (if any), then ``overrides`` (CLI flags that
-    were given), then ``$CORRAL_AGENT_TOKEN`` for a token neither of them set."""
+def find_config(search: Sequence[Path] | None = None) -> Path | None:
+    """The first existing file of ``search`` (default `default_config_paths`), or None."""
+    for candidate in default_config_paths() if search is None else search:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    given: Path | None,
+    overrides: Mapping[str, Any],
+    *,
+    search: Sequence[Path] | None = None,
+) -> AgentSettings:
+    """Settings from the YAML file ``given`` (else the first of ``search``, default
+    `default_config_paths`, that exists; else none), then ``overrides`` (CLI flags that
+    were given), then ``$CORRAL_AGENT_TOKEN`` for a token neither of them set. The result
+    remembers its `ConfigSource`."""
+    path = given if given is not None else find_config(search)
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -335,4 +390,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any]) -> AgentSettings
             f"{settings.listen} is reachable from other hosts and no token is set",
             "set token in the config or $CORRAL_AGENT_TOKEN, or listen on 127.0.0.1",
         )
+    settings._source = ConfigSource(  # set once, here, by the module that defines it
+        given, path, dict(overrides), settings.model_dump()
+    )
     return settings

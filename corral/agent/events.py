@@ -74,6 +74,10 @@ class CoalescingQueue:
         self._last_arrival = 0.0
         self._burst_until = 0.0  # the window's end as extended by a burst
 
+    def retune(self, *, window_s: float, max_s: float, burst_gap_s: float) -> None:
+        """Use these coalescing times (s) from the next batch on (a config reload)."""
+        self._window_s, self._max_s, self._burst_gap_s = window_s, max_s, burst_gap_s
+
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 

@@ -1,5 +1,6 @@
 """Run the agent: open the state, load the topology, choose the enforcer, serve the API on
-TCP and/or a unix socket, and stop cleanly on SIGTERM or SIGINT."""
+TCP and/or a unix socket, reload the config on SIGHUP (`corral.agent.reload`), and stop
+cleanly on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,10 @@ from prometheus_client import CollectorRegistry
 from corral.agent.admission import AdmissionMiddleware, LoopLag
 from corral.agent.api import create_app
 from corral.agent.cgroups import make_enforcer
-from corral.agent.config import AgentSettings
+from corral.agent.config import AgentSettings, load_settings
 from corral.agent.enforcer import Enforcer
 from corral.agent.metrics import AgentMetrics
+from corral.agent.reload import ReloadOutcome, ReloadResult, plan_reload
 from corral.agent.service import AgentControl, AgentService
 from corral.agent.state import StateStore
 from corral.control.actuator import ControlActuator
@@ -37,7 +40,7 @@ from corral.control.runtime import Actuator, DryRunActuator, MemorySignals
 from corral.enforce.cgroupfs import read_file, write_file
 from corral.enforce.desired import EnforceSettings
 from corral.enforce.marker import mark_for
-from corral.errors import InputError
+from corral.errors import CorralError, InputError
 from corral.placement.assignment import Placement
 from corral.placement.workload import MAX_MEMORY_BYTES
 from corral.topology.source import load_topology
@@ -280,6 +283,101 @@ async def open_service(settings: AgentSettings) -> tuple[AgentService, Collector
     return service, registry
 
 
+class ConfigReloader:
+    """Reads the agent's config again when asked (SIGHUP) and applies what may change
+    live (`corral.agent.reload`): the same ``--config`` file (or the same search) and CLI
+    flags as at start, compared with what was loaded last."""
+
+    def __init__(
+        self,
+        service: AgentService,
+        admissions: Sequence[AdmissionMiddleware] = (),
+        *,
+        requested: asyncio.Event | None = None,
+    ) -> None:
+        self._service = service
+        self._admissions = tuple(admissions)
+        self._source = service.settings.source
+        self._loaded: dict[str, Any] = dict(self._source.loaded) if self._source else {}
+        self.requested = requested or asyncio.Event()
+
+    async def run(self) -> None:
+        """Reload each time `requested` is set, until cancelled (a root task)."""
+        while True:
+            await self.requested.wait()
+            self.requested.clear()
+            await self.reload()
+
+    async def reload(self) -> ReloadResult:
+        """Read the config (off the loop), apply its live changes, log one line per field
+        that needs a restart; an invalid config changes nothing. The result is recorded
+        in the service (/status ``config``, metrics) and returned."""
+        source = self._source
+        now = time.time()
+        if source is None:
+            problem = "these settings were not read by load_settings: nothing to re-read"
+            fix = "start the agent with corral agent [--config PATH]"
+            log.error("agent.reload_refused", extra={"error": problem, "fix": fix})
+            result = ReloadResult(now, ReloadOutcome.INVALID, None, error=problem, fix=fix)
+            self._service.reloads.record(result)
+            return result
+        given, overrides, path = source.given, source.overrides, source.path
+        try:
+            new = await asyncio.to_thread(load_settings, given, overrides)
+        except CorralError as err:
+            field = getattr(err, "field", None)
+            problem = getattr(err, "problem", str(err))
+            fix = getattr(err, "fix", "") or "fix the file and send SIGHUP again"
+            log.error(
+                "agent.reload_refused",
+                extra={"path": str(path), "field": field, "error": problem, "fix": fix},
+            )
+            result = ReloadResult(now, ReloadOutcome.INVALID, path, (), (), problem, field, fix)
+            self._service.reloads.record(result)
+            return result
+        path = new.source.path if new.source is not None else path
+        plan = plan_reload(self._loaded, new)
+        fresh = new.model_dump()
+        for name in plan.restart:
+            log.warning(
+                "agent.reload_needs_restart",
+                extra={
+                    "field": name,
+                    "running": _shown(name, self._loaded.get(name)),
+                    "file": _shown(name, fresh.get(name)),
+                    "fix": f"restart the agent to change {name}",
+                },
+            )
+        if plan.live:
+            self._apply(plan.live)
+            self._loaded.update({name: fresh[name] for name in plan.live})
+        result = ReloadResult(now, plan.outcome, path, tuple(plan.live), plan.restart)
+        log.info(
+            "agent.reloaded",
+            extra={
+                "path": str(path),
+                "outcome": str(result.outcome),
+                "applied": list(result.applied),
+                "restart_needed": list(result.restart),
+            },
+        )
+        self._service.reloads.record(result)
+        return result
+
+    def _apply(self, live: Mapping[str, Any]) -> None:
+        settings = self._service.apply_settings(live)
+        for admission in self._admissions:
+            admission.limit = settings.max_concurrent_requests
+            admission.max_lag_s = settings.max_loop_lag_s
+        if "log_level" in live:
+            logging.getLogger().setLevel(settings.log_level)
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A setting's value as a log line may show it (never the token)."""
+    return "<hidden>" if name == "token" and value is not None else value
+
+
 Companion = Callable[[AgentService], Coroutine[Any, Any, None]]
 """A root task run beside the agent's own (the Kubernetes node integration): it gets the
 started service and runs until cancelled; when it fails, the agent stops with its error."""
@@ -290,6 +388,10 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
     ``companions`` runs as one more root task once the service has started."""
     sockets: list[tuple[socket.socket, str | None]] = []
     socket_inode: int | None = None
+    # SIGHUP from now on asks for a reload (taken once the agent has started), never the
+    # default action of ending the process.
+    hup = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup.set)
     # Listen first: an agent that cannot serve must fail before it writes anything.
     try:
         address = settings.listen_address
@@ -311,27 +413,32 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
     lag = LoopLag()
     try:
         await service.start()
+        admissions = [
+            AdmissionMiddleware(
+                create_app(
+                    service,
+                    registry=registry,
+                    token=token if settings.needs_token() else None,
+                    max_memory_bytes=memory_bound,
+                ),
+                limit=settings.max_concurrent_requests,
+                lag=lag,
+                max_lag_s=settings.max_loop_lag_s,
+            )
+            for _, token in sockets
+        ]
+        reloader = ConfigReloader(service, admissions, requested=hup)
         servers = [
             _Server(
                 uvicorn.Config(
-                    AdmissionMiddleware(
-                        create_app(
-                            service,
-                            registry=registry,
-                            token=token if settings.needs_token() else None,
-                            max_memory_bytes=memory_bound,
-                        ),
-                        limit=settings.max_concurrent_requests,
-                        lag=lag,
-                        max_lag_s=settings.max_loop_lag_s,
-                    ),
+                    admission,
                     log_config=None,
                     access_log=False,
                     lifespan="off",
                     timeout_graceful_shutdown=5,
                 )
             )
-            for _, token in sockets
+            for admission in admissions
         ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -343,6 +450,7 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
         async with asyncio.TaskGroup() as group:
             core = group.create_task(service.run(), name="core")
             watch = group.create_task(lag.run(), name="loop-lag")
+            reloads = group.create_task(reloader.run(), name="reload")
             extra = [
                 group.create_task(companion(service), name=f"companion-{i}")
                 for i, companion in enumerate(companions)
@@ -353,14 +461,12 @@ async def serve(settings: AgentSettings, companions: Sequence[Companion] = ()) -
             ]
             waiter = group.create_task(stop.wait(), name="signals")
             # A failing core task makes the group cancel this wait and raise its error.
-            await asyncio.wait(
-                [core, waiter, *web, *extra], return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait([core, waiter, *web, *extra], return_when=asyncio.FIRST_COMPLETED)
             log.info("agent.stopping")
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*web, return_exceptions=True)
-            for task in (core, waiter, watch, *extra):
+            for task in (core, waiter, watch, reloads, *extra):
                 task.cancel()
     finally:
         for sock, _ in sockets:

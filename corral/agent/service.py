@@ -49,9 +49,10 @@ from corral.agent.enforcer import ApplyReport, Drift, Enforcer
 from corral.agent.events import CoalescingQueue, Event, EventKind
 from corral.agent.faults import Faults, Task, is_expected
 from corral.agent.ledger import EnforcementLedger
-from corral.agent.metrics import Gauges
+from corral.agent.metrics import Gauges, WorkloadSeries
 from corral.agent.observer import NullObserver, Observer
 from corral.agent.predictions import AgentPredictor
+from corral.agent.reload import LIVE_FIELDS, ReloadLog
 from corral.agent.reserved import RESERVED_ID, reserved_set, reserved_workload, without_reserved
 from corral.agent.sampler import UsageSampler, coverage_counts, read_usages
 from corral.agent.state import (
@@ -61,10 +62,11 @@ from corral.agent.state import (
     Status,
     StoredWorkload,
 )
+from corral.agent.throttling import ThrottleReader, Throttling, read_throttling
 from corral.agent.views import PutResult, WorkloadView
 from corral.control.ownership import be_pool, be_pool_cores
 from corral.control.runtime import ActionRecord, ColocationRuntime
-from corral.enforce.usage import UsageReader
+from corral.enforce.usage import UsageReader, UsageResult
 from corral.errors import CorralError, InputError, PlacementError
 from corral.placement.assignment import Assignment, Placement
 from corral.placement.pools import immovable_cpus
@@ -156,6 +158,10 @@ class AgentService:
         self._committer: asyncio.Task[None] | None = None
         self._sampler = UsageSampler(settings.downsample_s)
         self._usage_reader = UsageReader.at(settings.cgroup_root)
+        self._throttle_reader = ThrottleReader(self._usage_reader.layout)
+        self._throttling: dict[str, Throttling] = {}
+        self.reloads = ReloadLog()
+        self._retuned = asyncio.Event()  # set (and replaced) when a reload changes periods
         self.reserved = reserved_set(topology, settings.reserved_cpus)
         self._reserved = reserved_workload(self.reserved)
         self._views: list[dict[str, Any]] | None = None  # GET /workloads, until a change
@@ -243,15 +249,19 @@ class AgentService:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._decision_loop(), name="decisions")
                 group.create_task(
-                    self._every(self.settings.rebalance_period_s, self._periodic_rebalance, True),
+                    self._every(
+                        lambda: self.settings.rebalance_period_s, self._periodic_rebalance, True
+                    ),
                     name="rebalance",
                 )
                 group.create_task(
-                    self._every(self.settings.reconcile_period_s, self._periodic_reconcile, False),
+                    self._every(
+                        lambda: self.settings.reconcile_period_s, self._periodic_reconcile, False
+                    ),
                     name="reconcile",
                 )
                 group.create_task(
-                    self._guarded(Task.SAMPLER, self.settings.sample_period_s, self.sample),
+                    self._guarded(Task.SAMPLER, lambda: self.settings.sample_period_s, self.sample),
                     name="sampler",
                 )
                 if self.control is not None:
@@ -285,17 +295,36 @@ class AgentService:
             else:
                 self._queued[workload_id] = restore
 
-    async def _every(self, period: float, job: Callable[[], Awaitable[Any]], jitter: bool) -> None:
+    async def _pause(self, period: Callable[[], float], factor: float = 1.0) -> None:
+        """Sleep ``period() * factor`` seconds from now; a reload that changes the period
+        (`apply_settings`) re-times the wait from its start with the new value."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        while True:
+            remaining = began + period() * factor - loop.time()
+            if remaining <= 0:
+                return
+            retuned = self._retuned
+            try:
+                await asyncio.wait_for(retuned.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _every(
+        self, period: Callable[[], float], job: Callable[[], Awaitable[Any]], jitter: bool
+    ) -> None:
         while True:
             spread = self.settings.rebalance_jitter if jitter else 0.0
-            await asyncio.sleep(period * (1 + self._rng.uniform(-spread, spread)))
+            await self._pause(period, 1 + self._rng.uniform(-spread, spread))
             await job()
 
-    async def _guarded(self, task: Task, period: float, job: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``job`` every ``period``; an expected failure is recorded and retried after
+    async def _guarded(
+        self, task: Task, period: Callable[[], float], job: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """Run ``job`` every ``period()`` s; an expected failure is recorded and retried after
         its backoff (never sooner than the period), anything else ends the agent."""
         while True:
-            await asyncio.sleep(period)
+            await self._pause(period)
             while True:
                 try:
                     await job()
@@ -512,6 +541,8 @@ class AgentService:
             faults={str(f.task): f.count for f in self.faults.open()},
             effects_depth=self.effects.depth,
             usage={str(k): v for k, v in coverage_counts(self._sampler.coverage()).items()},
+            per_workload=self.workload_series(),
+            reload=self.reloads.series(),
         )
 
     def subscribe(self, listener: Callable[[Placement], None]) -> None:
@@ -566,6 +597,7 @@ class AgentService:
             "control": None if self.control is None else self._control_status(self.control),
             "predictions": self.predictor.status(),
             "usage": self.usage_status(),
+            "config": self.config_status(),
             "recent_events": list(self._recent)[:20],
         }
 
@@ -924,11 +956,73 @@ class AgentService:
         placed = {w: s for w, s in self._workloads.items() if s.status is Status.PLACED}
         targets = {w: self.enforcer.cgroup_of(s.workload) for w, s in placed.items()}
         capacities = {w: float(s.workload.cpus) for w, s in placed.items()}
-        results = await asyncio.to_thread(read_usages, self._usage_reader, targets)
+        results, throttling = await asyncio.to_thread(self._read_round, targets)
+        self._throttling = throttling
         rows = self._sampler.record(self._clock(), results, capacities)
         self._views = None
         if rows:
             await self._store(lambda: self.store.add_usage(rows))
+
+    def _read_round(
+        self, targets: Mapping[str, str | None]
+    ) -> tuple[dict[str, UsageResult], dict[str, Throttling]]:
+        """One sampling round's blocking reads (a worker thread): usage and throttling."""
+        return (
+            read_usages(self._usage_reader, targets),
+            read_throttling(self._throttle_reader, targets),
+        )
+
+    def workload_series(self) -> list[WorkloadSeries]:
+        """The per-workload metric series: one per workload that holds CPUs now."""
+        assignments = self._core.placement.assignments
+        out: list[WorkloadSeries] = []
+        for wid, stored in self._workloads.items():
+            assignment = assignments.get(wid)
+            if assignment is None or stored.status is Status.REFUSED:
+                continue
+            spec = stored.workload
+            out.append(
+                WorkloadSeries(
+                    workload_id=wid,
+                    qos=spec.qos.value,
+                    policy=spec.policy.value,
+                    cpus=len(assignment.cpuset),
+                    request_cores=float(spec.cpus),
+                    usage_cores=self._sampler.latest.get(wid),
+                    throttling=self._throttling.get(wid),
+                )
+            )
+        return out
+
+    def apply_settings(self, live: Mapping[str, Any]) -> AgentSettings:
+        """Take the changed `LIVE_FIELDS` of a reloaded config (field -> value): the
+        coalescing times from the next batch, periods from now (a wait in progress is
+        re-timed), limits from the next request. Returns the new settings; `InputError`
+        for a field that cannot change live (nothing is applied then)."""
+        wrong = sorted(set(live) - LIVE_FIELDS)
+        if wrong:
+            raise InputError(wrong[0], "cannot change while the agent runs", "restart the agent")
+        settings = self.settings.model_copy(update=dict(live))
+        self.settings = settings
+        self._queue.retune(
+            window_s=settings.coalesce_window_s,
+            max_s=settings.coalesce_max_s,
+            burst_gap_s=settings.coalesce_burst_gap_s,
+        )
+        self._sampler.downsample_s = settings.downsample_s
+        retuned, self._retuned = self._retuned, asyncio.Event()
+        retuned.set()
+        return settings
+
+    def config_status(self) -> dict[str, Any]:
+        """The ``config`` section of /status: the file read and the last reload."""
+        source = self.settings.source
+        last = self.reloads.last
+        return {
+            "path": None if source is None or source.path is None else str(source.path),
+            "last_reload": None if last is None else last.to_json(),
+            "reloads": dict(self.reloads.counts),
+        }
 
     def usage_status(self) -> dict[str, Any]:
         """The ``usage`` section of /status: where usage is read and each workload's state."""

@@ -233,38 +233,77 @@ class PlacementBenchResult:
         }
 
 
+@dataclass
+class _Phase:
+    """A counter of one phase's units that reports each step to ``on_progress``."""
+
+    step: str
+    total: int
+    on_progress: Callable[[str, int, int], None] | None
+    done: int = 0
+
+    def advance(self) -> None:
+        """One more unit done; reported as ``(step, done, total)``."""
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.step, min(self.done, self.total), self.total)
+
+    def start(self) -> _Phase:
+        """Report the phase at zero (so a slow first unit already shows)."""
+        if self.on_progress is not None:
+            self.on_progress(self.step, 0, self.total)
+        return self
+
+    def finish(self) -> None:
+        """Report the phase complete (a sequence may hold fewer events than planned)."""
+        if self.on_progress is not None:
+            self.on_progress(self.step, self.total, self.total)
+
+
 def run_placement_bench(
     config: PlacementBenchConfig,
     *,
-    progress: Callable[[str], None] = lambda _: None,
+    on_progress: Callable[[str, int, int], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> PlacementBenchResult:
-    """Run the benchmark described by ``config`` (see the module doc)."""
+    """Run the benchmark described by ``config`` (see the module doc).
+
+    ``on_progress(step, done, total)`` is called after each instance or event of the
+    phases ``family instances``, ``from-scratch instances``, ``churn events``, ``burst
+    decisions`` and ``solver runs`` (the last four only without `only_family`).
+    """
     started = clock()
     settings = DecisionSettings(budget_ms=config.budget_ms, gap=config.gap)
+    family_total = len(config.family_sizes) * config.family_instances + config.big_instances
+    phase = _Phase("family instances", family_total, on_progress).start()
     family = []
     for threads in config.family_sizes:
-        progress(f"family {threads} threads")
-        family.append(_family_row(config, threads, None, clock))
+        family.append(_family_row(config, threads, None, clock, phase=phase))
     if config.big_instances:
-        progress("family 512 threads, 200 workloads")
-        family.append(_family_row(config, 512, 200, clock))
+        family.append(_family_row(config, 512, 200, clock, phase=phase))
+    phase.finish()
     if config.only_family:
         return PlacementBenchResult(config=config, family=family, seconds=clock() - started)
+    static_total = len(config.presets) * len(config.fills) * config.instances
+    phase = _Phase("from-scratch instances", static_total, on_progress).start()
     static = []
     for name in config.presets:
         topo = preset(name)
         for fill in config.fills:
-            progress(f"static {name} fill {fill:.0%}")
-            static.append(_static_row(topo, name, fill, config, clock))
+            static.append(_static_row(topo, name, fill, config, clock, phase=phase))
+    phase.finish()
+    churn_total = len(config.churn_presets) * 2 * config.events
+    phase = _Phase("churn events", churn_total, on_progress).start()
     churn = []
     for name in config.churn_presets:
-        progress(f"churn {name}")
-        churn.extend(_churn_rows(preset(name), name, config, settings, clock))
-    progress(f"burst {config.burst_preset}")
-    burst = _burst(preset(config.burst_preset), config, settings, clock)
-    progress(f"solvers {config.solver_preset}")
-    solvers = _solvers(preset(config.solver_preset), config, clock)
+        churn.extend(_churn_rows(preset(name), name, config, settings, clock, phase=phase))
+    phase.finish()
+    phase = _Phase("burst decisions", config.burst_size + 1, on_progress).start()
+    burst = _burst(preset(config.burst_preset), config, settings, clock, phase=phase)
+    phase.finish()
+    phase = _Phase("solver runs", 2 * config.solver_instances, on_progress).start()
+    solvers = _solvers(preset(config.solver_preset), config, clock, phase=phase)
+    phase.finish()
     return PlacementBenchResult(
         config=config,
         static=static,
@@ -326,7 +365,12 @@ def _family_workload(index: int, cpus: int) -> Workload:
 
 
 def _family_row(
-    config: PlacementBenchConfig, threads: int, count: int | None, clock: Callable[[], float]
+    config: PlacementBenchConfig,
+    threads: int,
+    count: int | None,
+    clock: Callable[[], float],
+    *,
+    phase: _Phase,
 ) -> dict[str, Any]:
     topo = family_topology(threads)
     instances = config.big_instances if count else config.family_instances
@@ -357,6 +401,7 @@ def _family_row(
         greedy_shared += g_cost.shared_cores
         greedy_siblings += g_cost.sibling_cores
         worse_than_greedy += result.cost.priorities > g_cost.priorities
+        phase.advance()
     return {
         "threads": threads,
         "instances": instances,
@@ -380,23 +425,37 @@ def _family_row(
     }
 
 
-def plot_family(doc: Mapping[str, Any], path: Path) -> None:
-    """Draw the family figures of a benchmark document into ``path`` (PNG, SVG, PDF by
-    suffix): proven share, cross-socket workloads, shared cores against the bound, and
-    decision times, per size, next to greedy's."""
+def plot_placement(doc: Mapping[str, Any], path: Path) -> None:
+    """Draw a benchmark document into ``path`` (PNG, SVG or PDF by suffix), and nothing else.
+
+    Always the instance family: proven share, cross-socket workloads, shared cores against
+    the bound and decision times per size, next to greedy's. With from-scratch rows (not
+    ``--family-only``) also those, per preset and fill: cross-NUMA workloads and shared
+    cores, and decision time p50, greedy against optimal.
+    """
     import matplotlib  # noqa: PLC0415 - optional, only for --plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    static = doc.get("static") or []
+    fig, axes = plt.subplots(3 if static else 2, 2, figsize=(12, 10.5 if static else 7))
+    _plot_family(axes, doc)
+    if static:
+        _plot_static(axes[2], static)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _plot_family(axes: Any, doc: Mapping[str, Any]) -> None:
     rows = doc["family"]
     labels = [f"{r['threads']}" + ("/200" if r["threads"] == 512 else "") for r in rows]
     x = np.arange(len(rows))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     ax = axes[0][0]
     ax.bar(x, [100 * r["proven_share"] for r in rows], color="tab:green")
     ax.axhline(95, color="grey", linestyle="--", linewidth=1)
-    ax.set_title(f"proven optimal at {doc['config']['budget_ms']:g} ms (%)")
+    ax.set_title(f"family: proven optimal at {doc['config']['budget_ms']:g} ms (%)")
     ax.set_ylim(0, 105)
     width = 0.38
     ax = axes[0][1]
@@ -405,27 +464,55 @@ def plot_family(doc: Mapping[str, Any], path: Path) -> None:
     ax.plot(
         x, [r["cross_socket_unavoidable"] for r in rows], "k_", markersize=20, label="unavoidable"
     )
-    ax.set_title("cross-socket workloads (all instances)")
+    ax.set_title("family: cross-socket workloads (all instances)")
     ax.legend()
     ax = axes[1][0]
     ax.bar(x - width / 2, [r["shared_cores"] for r in rows], width, label="corral")
     ax.bar(x + width / 2, [r["greedy"]["shared_cores"] for r in rows], width, label="greedy")
     ax.plot(x, [r["shared_cores_bound"] for r in rows], "k_", markersize=20, label="lower bound")
-    ax.set_title("cores shared between workloads (all instances)")
+    ax.set_title("family: cores shared between workloads (all instances)")
     ax.legend()
     ax = axes[1][1]
     ax.bar(x - width / 2, [r["ms_p50"] for r in rows], width, label="p50")
     ax.bar(x + width / 2, [r["ms_p99"] for r in rows], width, label="p99")
     ax.axhline(doc["config"]["budget_ms"], color="grey", linestyle="--", linewidth=1)
-    ax.set_title("decision time (ms)")
+    ax.set_title("family: decision time (ms)")
     ax.legend()
-    for row in axes:
+    for row in axes[:2]:
         for a in row:
             a.set_xticks(x, labels)
             a.set_xlabel("threads")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+
+
+def _plot_static(axes: Any, static: Sequence[Mapping[str, Any]]) -> None:
+    labels = [f"{r['preset']}\n{r['fill']:.0%}" for r in static]
+    x = np.arange(len(static))
+    width = 0.2
+    ax = axes[0]
+    for offset, alloc, term, hatch in (
+        (-1.5, "greedy", "cross_numa", ""),
+        (-0.5, "optimal", "cross_numa", ""),
+        (0.5, "greedy", "shared_cores", "//"),
+        (1.5, "optimal", "shared_cores", "//"),
+    ):
+        ax.bar(
+            x + offset * width,
+            [r[alloc][term] for r in static],
+            width,
+            color="tab:orange" if alloc == "greedy" else "tab:blue",
+            hatch=hatch,
+            label=f"{alloc} {term.replace('_', ' ')}",
+        )
+    ax.set_title("from scratch: cross-NUMA workloads and shared cores (totals)")
+    ax.legend(fontsize="small")
+    ax = axes[1]
+    ax.bar(x - width, [r["greedy"]["ms_p50"] or 0 for r in static], 2 * width, label="greedy")
+    ax.bar(x + width, [r["optimal"]["ms_p50"] or 0 for r in static], 2 * width, label="optimal")
+    ax.set_yscale("log")
+    ax.set_title("from scratch: decision time p50 (ms, log)")
+    ax.legend()
+    for a in axes:
+        a.set_xticks(x, labels, fontsize="small", rotation=45, ha="right")
 
 
 def _static_row(
@@ -434,6 +521,8 @@ def _static_row(
     fill: float,
     config: PlacementBenchConfig,
     clock: Callable[[], float],
+    *,
+    phase: _Phase,
 ) -> StaticRow:
     greedy_runs: list[Run] = []
     optimal_runs: list[Run] = []
@@ -462,6 +551,7 @@ def _static_row(
                 mip_ms=result.mip_ms,
             )
         )
+        phase.advance()
     return StaticRow(
         name, len(topo.cpus), fill, statistics.fmean(counts), greedy_runs, optimal_runs
     )
@@ -480,6 +570,8 @@ def _churn_rows(
     config: PlacementBenchConfig,
     settings: DecisionSettings,
     clock: Callable[[], float],
+    *,
+    phase: _Phase,
 ) -> list[ChurnRow]:
     rng = random.Random(f"{config.seed}/churn/{name}")
     initial = draw_mix(rng, topo, 0.7)
@@ -499,6 +591,7 @@ def _churn_rows(
         drift = 0
         refused = 0
         for event in arrivals:
+            phase.advance()
             ids = {w.id for w in current}
             if event.kind == "remove":
                 if event.workload.id not in ids:
@@ -547,6 +640,8 @@ def _burst(
     config: PlacementBenchConfig,
     settings: DecisionSettings,
     clock: Callable[[], float],
+    *,
+    phase: _Phase,
 ) -> dict[str, Any]:
     rng = random.Random(f"{config.seed}/burst")
     initial = draw_mix(rng, topo, 0.3)
@@ -562,7 +657,9 @@ def _burst(
         room -= w.cpus
         adds.append(w)
     events = [Event(EventKind.ADD, workload=w, at=i * 0.001) for i, w in enumerate(adds)]
+    phase.total = len(adds) + 1
     batch, _ = decide_batch(topo, current, previous, events, settings=settings, clock=clock)
+    phase.advance()
     one_by_one_ms = 0.0
     moved_one_by_one = 0
     state, prev = list(current), dict(previous)
@@ -574,6 +671,7 @@ def _burst(
         moved_one_by_one += decision.moved_cpus
         state = [x for x in [*state, w] if x.id in decision.placement.assignments]
         prev = _exclusive_cpusets(state, decision.placement.as_cpusets())
+        phase.advance()
     return {
         "preset": config.burst_preset,
         "adds": len(adds),
@@ -587,7 +685,7 @@ def _burst(
 
 
 def _solvers(
-    topo: Topology, config: PlacementBenchConfig, clock: Callable[[], float]
+    topo: Topology, config: PlacementBenchConfig, clock: Callable[[], float], *, phase: _Phase
 ) -> dict[str, Any]:
     results: dict[str, dict[str, list[float]]] = {}
     for label, solver in (("highspy", solve_highs), ("scipy", solve_scipy)):
@@ -608,6 +706,7 @@ def _solvers(
             times.append(result.solve_ms)
             costs.append(result.cost.total)
             proven.append(1.0 if result.optimal else 0.0)
+            phase.advance()
         results[label] = {"ms": times, "cost": costs, "proven": proven}
     return {
         "preset": config.solver_preset,

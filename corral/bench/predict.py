@@ -24,6 +24,8 @@ from corral.predict.series import Trace
 
 #: The issue's target for one call over 10,000 series (s).
 TARGET_S = 1.0
+#: The step `run_predict_bench` reports: timed calls done.
+TIMED_STEP = "timed calls"
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,12 @@ def run_predict_bench(
     repeats: int = 5,
     seed: int = 0,
     clock: Callable[[], float] = time.perf_counter,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> PredictBenchResult:
-    """Time forecasts for ``series`` workloads in one call (median of ``repeats``)."""
+    """Time forecasts for ``series`` workloads in one call (median of ``repeats``).
+
+    ``on_progress(step, done, total)`` is told ``timed calls`` done of ``repeats``.
+    """
     if series < 1 or repeats < 1:
         raise InputError("--series", "series and repeats must be at least 1")
     if not np.isclose(model.spec.step_s, trace.step_s):
@@ -115,7 +121,9 @@ def run_predict_bench(
     stamps = np.full(series, now)
     timings: dict[str, list[float]] = {"forecast": [], "bins": [], "model": [], "base": []}
     forecasts = {}
-    for _ in range(repeats):
+    if on_progress is not None:
+        on_progress(TIMED_STEP, 0, repeats)
+    for done in range(1, repeats + 1):
         start = clock()
         forecasts = forecast_usage(model, by_id, requests, now_s=now)
         timings["forecast"].append(clock() - start)
@@ -128,6 +136,8 @@ def run_predict_bench(
         start = clock()
         baseline_predictions(model.spec, windows, capacity, model.quantile)
         timings["base"].append(clock() - start)
+        if on_progress is not None:
+            on_progress(TIMED_STEP, done, repeats)
     return PredictBenchResult(
         series=series,
         samples_per_series=model.spec.lookback,

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.agent.config import LogFormat, load_settings
-from corral.agent.run import serve
 from corral.commands.common import clear_errors, fail
 from corral.errors import CorralError
-from corral.kube.config import kube_settings
-from corral.kube.mode import client_config, companion, prepare
+
+# The agent's own modules (settings, the server, the Kubernetes mode) are imported inside
+# `agent`: `corral agent --help` and the rest of the CLI must not pay for uvicorn, fastapi,
+# httpx and the solvers. The predictor's lightgbm loads only when a model is configured.
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {
     "message",
@@ -55,9 +55,9 @@ class Human(logging.Formatter):
         return line.rstrip()
 
 
-def _configure_logging(level: str, form: LogFormat) -> None:
+def _configure_logging(level: str, form: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines() if form is LogFormat.JSON else Human())
+    handler.setFormatter(JsonLines() if form == "json" else Human())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -90,7 +90,13 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
         Path | None, typer.Option(help="Where the cgroup hierarchies are mounted.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of agent settings.")
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML file of agent settings (default: the first of "
+            "$XDG_CONFIG_HOME/corral/agent.yaml and /etc/corral/agent.yaml; SIGHUP re-reads it).",
+        ),
     ] = None,
     reset_state: Annotated[
         bool | None,
@@ -101,7 +107,7 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")] = None,
     log_format: Annotated[
-        LogFormat | None, typer.Option(help="human (default) or json lines.")
+        str | None, typer.Option(metavar="human|json", help="human (default) or json lines.")
     ] = None,
     kubeconfig: Annotated[
         Path | None,
@@ -120,6 +126,9 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
     keeps them in SQLite across restarts, and rebalances and repairs drift periodically.
     With --kubeconfig/--node-name (or a kube section), it is also a Kubernetes node
     component: the pods bound to the node become its workloads (README, Kubernetes)."""
+    from corral.agent.config import load_settings  # noqa: PLC0415 - see the module imports
+    from corral.agent.run import serve  # noqa: PLC0415
+
     with clear_errors():
         settings = load_settings(
             config,
@@ -141,6 +150,9 @@ def agent(  # noqa: PLR0917 - typer maps parameters to options
         companions = []
         flags = {"kubeconfig": kubeconfig, "node_name": node_name, "kubelet_root": kubelet_root}
         if settings.kube is not None or any(v is not None for v in flags.values()):
+            from corral.kube.config import kube_settings  # noqa: PLC0415
+            from corral.kube.mode import client_config, companion, prepare  # noqa: PLC0415
+
             prepared = prepare(settings, kube_settings(settings.kube, flags))
             settings = prepared.agent
             companions.append(companion(prepared, client_config(prepared.kube)))

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from corral.bench.placement import PlacementBenchConfig, run_placement_bench
 from corral.commands.bench_cluster import bench_cluster
 from corral.commands.common import clear_errors, console, print_json
+from corral.commands.progress import progress_reporter
 from corral.errors import InputError
 from corral.placement.cost import TERMS
+
+if TYPE_CHECKING:
+    from corral.bench.placement import PlacementBenchConfig
+
+#: What ``--plot`` can write, by the file's suffix (matplotlib's writers).
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 bench_app = typer.Typer(
     help="Benchmarks: each prints its figures next to a baseline measured in the same run.",
@@ -45,7 +50,11 @@ def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
     seed: Annotated[int, typer.Option(help="Seed of the workload mixes.")] = 0,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Draw the instance-family figures into this file (PNG)."),
+        typer.Option(
+            "--plot",
+            help="Draw the results (instance family, and greedy against optimal from scratch "
+            "unless --family-only) into this file: .png, .svg or .pdf.",
+        ),
     ] = None,
     family_only: Annotated[
         bool,
@@ -55,6 +64,12 @@ def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
     """Greedy (kubelet order) against the optimal allocator on the topology presets:
     cost terms, cross-NUMA workloads, shared cores, decision times, gaps, churn per
     event of an arrival/departure sequence, a coalesced burst, and the two MIP back-ends."""
+    from corral.bench.placement import (  # noqa: PLC0415 - numpy, highspy, scipy: heavy
+        PlacementBenchConfig,
+        plot_placement,
+        run_placement_bench,
+    )
+
     config = PlacementBenchConfig.quick() if quick else PlacementBenchConfig()
     changes: dict[str, Any] = {"seed": seed}
     if budget_ms is not None:
@@ -74,25 +89,46 @@ def bench_placement(  # noqa: PLR0917 - typer maps parameters to options
                 raise InputError(
                     "--preset", f"unknown preset {name!r}", f"use one of: {', '.join(PRESETS)}"
                 )
-
-        def progress(message: str) -> None:
-            if not as_json:
-                print(f"... {message}", file=sys.stderr)
-
-        result = run_placement_bench(config, progress=progress)
-    doc = result.to_json()
-    if output is not None:
-        output.write_text(json.dumps(doc, indent=2) + "\n")
-    if plot is not None:
-        from corral.bench.placement import plot_family  # noqa: PLC0415 - matplotlib inside
-
-        plot_family(doc, plot)
+        _check_writable("--output", output)
+        _check_writable("--plot", plot, suffixes=PLOT_SUFFIXES)
+        with progress_reporter(as_json=as_json) as on_progress:
+            result = run_placement_bench(config, on_progress=on_progress)
+        doc = result.to_json()
+        if output is not None:
+            _write("--output", output, json.dumps(doc, indent=2) + "\n")
+        if plot is not None:
+            plot_placement(doc, plot)
     if as_json:
         print_json(doc)
         return
     out = Console(highlight=False, width=max(console().width, 160))
     for table in placement_tables(doc):
         out.print(table)
+
+
+def _check_writable(option: str, path: Path | None, *, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse, before a long run, a file that could not be written where the user said."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(option, f"{path} is a directory", "give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(
+            option,
+            f"{path}: unknown file type {path.suffix or '(none)'!r}",
+            f"end the name with {', '.join(suffixes)}",
+        )
+    if not path.parent.is_dir():
+        raise InputError(
+            option, f"{path.parent}: no such directory", "create it or give another path"
+        )
+
+
+def _write(option: str, path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as err:
+        raise InputError(option, f"{path}: cannot write: {err.strerror}") from err
 
 
 def _replace(config: PlacementBenchConfig, changes: dict[str, Any]) -> PlacementBenchConfig:

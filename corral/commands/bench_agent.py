@@ -5,22 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from corral.bench.agent import BenchMode, run_agent_bench
-from corral.bench.agent_openloop import (
-    HOST_STALL_MS,
-    MIN_OK_FRACTION,
-    TARGET_RATE,
-    OpenLoopConfig,
-)
-from corral.bench.openloop import Arrivals
 from corral.commands.common import clear_errors, console, print_json
 from corral.errors import InputError
+
+if TYPE_CHECKING:  # the bench (numpy, httpx) loads only when it runs: CLI start-up time
+    from rich.table import Table
+
+_MODES = ("closed", "open", "both")
+_ARRIVALS = ("fixed", "poisson")
 
 
 def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
@@ -28,9 +24,11 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
     allocator: Annotated[str, typer.Option(help="optimal or greedy.")] = "optimal",
     workloads: Annotated[int, typer.Option(min=1, help="Workloads loaded first.")] = 100,
     mode: Annotated[
-        BenchMode,
-        typer.Option(help="closed: capacity and idle CPU; open: fixed rates; both."),
-    ] = BenchMode.BOTH,
+        str,
+        typer.Option(
+            metavar="|".join(_MODES), help="closed: capacity and idle CPU; open: fixed rates; both."
+        ),
+    ] = "both",
     quick: Annotated[
         bool, typer.Option("--quick", help="3 s per run and a 5 s idle window.")
     ] = False,
@@ -50,8 +48,11 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
         typer.Option(min=0, help="Open loop: one more run per scenario at this rate; 0: none."),
     ] = 2000.0,
     arrivals: Annotated[
-        Arrivals, typer.Option(help="Open loop: fixed intervals or Poisson arrivals.")
-    ] = Arrivals.FIXED,
+        str,
+        typer.Option(
+            metavar="|".join(_ARRIVALS), help="Open loop: fixed intervals or Poisson arrivals."
+        ),
+    ] = "fixed",
     max_connections: Annotated[
         int, typer.Option(min=1, help="Open loop: client connections at most (then drops).")
     ] = 512,
@@ -79,6 +80,10 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
     generator CPU, a run above capacity, and issue 12's targets at 200/s (GET p99 < 50 ms,
     PUT p99 < 100 ms, with >= 99% 2xx) reported as met or missed.
     """
+    from corral.bench.agent import BenchMode, run_agent_bench  # noqa: PLC0415
+    from corral.bench.agent_openloop import OpenLoopConfig  # noqa: PLC0415
+    from corral.bench.openloop import Arrivals  # noqa: PLC0415
+
     run_s = seconds if seconds is not None else (3.0 if quick else 10.0)
     idle_s = idle if idle is not None else (5.0 if quick else 30.0)
     extra: dict[str, Any] = {}
@@ -92,13 +97,14 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
             print(f"... {message}", file=sys.stderr)
 
     with clear_errors():
+        bench_mode = BenchMode(_choice("--mode", mode, _MODES))
         config = OpenLoopConfig(
             rates=_rates(rates),
             seconds=run_s,
             overload_rate=overload_rate or None,
             max_connections=max_connections,
             timeout_s=timeout,
-            arrivals=arrivals,
+            arrivals=Arrivals(_choice("--arrivals", arrivals, _ARRIVALS)),
         )
         result = run_agent_bench(
             topology=topology,
@@ -107,7 +113,7 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
             clients=clients,
             seconds=run_s,
             idle_s=idle_s,
-            mode=mode,
+            mode=bench_mode,
             open_loop=config,
             agent_settings=extra,
             progress=progress,
@@ -118,8 +124,10 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
     if as_json:
         print_json(doc)
         return
+    from rich.console import Console  # noqa: PLC0415 - only for people
+
     out = Console(highlight=False, width=max(console().width, 180))
-    if mode is not BenchMode.OPEN:
+    if bench_mode is not BenchMode.OPEN:
         for line in result.lines():
             out.print(line, soft_wrap=True)
     if "open_loop" in doc:
@@ -128,6 +136,12 @@ def bench_agent(  # noqa: PLR0917 - typer maps parameters to options
         lines = target_lines(doc["open_loop"]) + overload_lines(doc["open_loop"])
         for line in [*lines, f"agent admission limits: {limits}"]:
             out.print(line, soft_wrap=True)
+
+
+def _choice(option: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InputError(option, f"{value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -148,6 +162,10 @@ def _ms(value: float | None) -> str:
 
 def open_loop_table(doc: dict[str, Any]) -> Table:
     """The open-loop results as one rich table (from the JSON document)."""
+    from rich.table import Table  # noqa: PLC0415 - only for people
+
+    from corral.bench.agent_openloop import HOST_STALL_MS  # noqa: PLC0415
+
     cfg = doc["config"]
     table = Table(
         title=f"open loop ({cfg['arrivals']} arrivals, {cfg['seconds']:g} s per run, at most "
@@ -207,6 +225,8 @@ def open_loop_table(doc: dict[str, Any]) -> Table:
 
 def target_lines(doc: dict[str, Any]) -> list[str]:
     """Issue 12's targets at 200/s, each as measured figures and met / missed."""
+    from corral.bench.agent_openloop import MIN_OK_FRACTION, TARGET_RATE  # noqa: PLC0415
+
     if not doc["targets"]:
         return [f"targets: not checked ({TARGET_RATE:g}/s is not among the rates)"]
     out = [

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from corral.bench.cluster import ClusterBenchConfig, chart, run_cluster_bench
 from corral.commands.common import clear_errors, print_json
 
 
@@ -35,6 +34,13 @@ def bench_cluster(  # noqa: PLR0917 - typer maps parameters to options
     """Schedule a Poisson-burst pod mix (Guaranteed, Burstable, BE, GPU) on 8-16 hollow
     nodes with kube-scheduler v1.20.2 alone, then with corral's extender; print misaligned,
     cross-socket, BE-over and GPU-over pods, throughput and extender latency."""
+    # httpx and matplotlib load only when the bench runs (CLI start-up time).
+    from corral.bench.cluster import (  # noqa: PLC0415
+        ClusterBenchConfig,
+        chart,
+        run_cluster_bench,
+    )
+
     config = ClusterBenchConfig.quick() if quick else ClusterBenchConfig()
     changes: dict[str, int] = {"seed": seed}
     if nodes is not None:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from corral.bench.enforce import run_enforce_bench
 from corral.commands.common import clear_errors, console, print_json, topology_from
 
 
@@ -23,6 +22,8 @@ def bench_enforce(
 ) -> None:
     """Time the first apply and a no-change re-apply of N workloads' cgroup state, against
     a blind rewrite of every file measured in the same run (needs root; cleans up)."""
+    from corral.bench.enforce import run_enforce_bench  # noqa: PLC0415 - start-up time
+
     with clear_errors():
         result = run_enforce_bench(
             topology_from("sysfs"),

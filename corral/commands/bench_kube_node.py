@@ -7,14 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from corral.bench.kube_node import (
-    TARGET_BURST_S,
-    TARGET_NRT_WRITES,
-    KubeNodeBenchConfig,
-    run_kube_node_bench,
-)
 from corral.commands.common import clear_errors, console, print_json
 
 
@@ -32,6 +25,14 @@ def bench_kube_node(  # noqa: PLR0917 - typer maps parameters to options
     """A real kube-apiserver (../shared/k8s), one Node and the agent in dry run: the time
     for a burst of pods to all carry corral.io/cpuset, the NRT writes for that burst, and
     the agent's CPU at idle with pods bound."""
+    # The bench (httpx, the control plane helpers) loads only when it runs.
+    from corral.bench.kube_node import (  # noqa: PLC0415
+        TARGET_BURST_S,
+        TARGET_NRT_WRITES,
+        KubeNodeBenchConfig,
+        run_kube_node_bench,
+    )
+
     config = KubeNodeBenchConfig(
         pods=pods,
         idle_pods=min(idle_pods, pods),
@@ -46,6 +47,8 @@ def bench_kube_node(  # noqa: PLR0917 - typer maps parameters to options
     if as_json:
         print_json(doc)
         return
+    from rich.table import Table  # noqa: PLC0415 - only for people
+
     table = Table(title=f"corral bench kube-node ({result.topology}, dry run, real apiserver)")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -3,20 +3,31 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from corral.agent.client import AgentClient
 from corral.commands.common import clear_errors, console, print_json
 from corral.errors import CorralError, InputError
-from corral.placement.workload import Policy, Qos, load_workloads
+from corral.placement.workload import Policy, Qos
+
+if TYPE_CHECKING:  # httpx and the agent's settings load only when a command talks to it
+    from rich.table import Table
+
+    from corral.agent.client import AgentClient
 
 AgentOption = Annotated[
     str | None,
-    typer.Option("--agent", help="Agent URL (default $CORRAL_AGENT_URL or 127.0.0.1:7781)."),
+    typer.Option(
+        "--agent",
+        metavar="HOST:PORT|URL|SOCKET",
+        help="The agent: HOST:PORT, http(s)://HOST:PORT or a unix socket path (default "
+        "$CORRAL_AGENT_URL or 127.0.0.1:7781).",
+    ),
 ]
 SocketOption = Annotated[
     Path | None, typer.Option("--socket", help="Talk to the agent over this unix socket.")
@@ -28,11 +39,46 @@ workloads_app = typer.Typer(
 )
 
 
+def agent_address(agent: str | None, socket_path: Path | None) -> tuple[str | None, Path | None]:
+    """Where the agent is, as ``(url, socket)`` (one of them None; both None: the client's
+    default). ``agent`` (else ``$CORRAL_AGENT_URL``) may be ``HOST:PORT`` (http:// is
+    assumed), a URL, ``unix:/PATH`` or a socket path; `InputError` names ``--agent``."""
+    if agent is not None and socket_path is not None:
+        raise InputError("--agent", "give --agent or --socket, not both", "drop one of them")
+    if socket_path is not None:
+        return None, socket_path
+    text = agent if agent is not None else os.environ.get("CORRAL_AGENT_URL")
+    if not text:
+        return None, None
+    field = "--agent" if agent is not None else "$CORRAL_AGENT_URL"
+    text = text.strip()
+    if text.startswith("unix:"):
+        return None, Path(text.removeprefix("unix:").removeprefix("//"))
+    if text.startswith(("/", "./", "../")):
+        return None, Path(text)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        if scheme not in ("http", "https"):
+            raise InputError(field, f"{text!r}: unknown scheme {scheme}", "use http:// or https://")
+        return text.rstrip("/"), None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(
+            field, f"{text!r} is not HOST:PORT, a URL or a socket path", "e.g. 127.0.0.1:7781"
+        )
+    return f"http://{text}", None
+
+
 def _client(agent: str | None, socket_path: Path | None) -> AgentClient:
-    return AgentClient(agent, socket_path=socket_path)
+    from corral.agent.client import AgentClient  # noqa: PLC0415 - httpx: see the imports
+
+    url, path = agent_address(agent, socket_path)
+    return AgentClient(url, socket_path=path)
 
 
 def _workload_table(items: list[dict[str, Any]]) -> Table:
+    from rich.table import Table  # noqa: PLC0415 - only for people
+
     table = Table(title=f"{len(items)} workload(s)")
     for column in ("id", "qos", "policy", "cpus", "status", "cpuset", "use", "reason"):
         table.add_column(column, justify="right" if column in ("cpus", "use") else "left")
@@ -61,6 +107,8 @@ def status(
     if as_json:
         print_json(data)
         return
+    from rich.table import Table  # noqa: PLC0415 - only for people
+
     out = console()
     out.print(f"[bold]{data['topology']['name']}[/]: {data['topology']['describe']}")
     out.print(f"enforcement: {data['enforcer']}")
@@ -105,7 +153,10 @@ def workloads_ls(
 
 @workloads_app.command("add")
 def workloads_add(  # noqa: PLR0917 - typer maps parameters to options
-    workload_id: Annotated[str | None, typer.Argument(help="Workload id.")] = None,
+    workload_id: Annotated[
+        str | None,
+        typer.Argument(help="Workload id (default: a generated one, printed on stderr)."),
+    ] = None,
     cpus: Annotated[float | None, typer.Option(help="CPU request in cores.")] = None,
     qos: Annotated[Qos, typer.Option(help="LC, BE or system.")] = Qos.BE,
     policy: Annotated[Policy, typer.Option(help="Cpuset policy.")] = Policy.SHARED,
@@ -123,14 +174,27 @@ def workloads_add(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     """Add (or update) one workload from options, or all workloads of a file."""
     with clear_errors():
-        if (file is None) == (workload_id is None):
-            raise InputError("workload", "give a workload id or --file FILE, not both")
         specs: list[dict[str, Any]]
         if file is not None:
+            if workload_id is not None or cpus is not None:
+                raise InputError(
+                    "--file",
+                    "give one workload (WORKLOAD_ID --cpus N) or --file FILE, not both",
+                    "e.g. corral workloads add -f examples/workloads-small.yaml",
+                )
+            from corral.placement.workload import load_workloads  # noqa: PLC0415
+
             specs = [w.model_dump(mode="json", exclude_none=True) for w in load_workloads(file)]
         else:
             if cpus is None:
-                raise InputError("--cpus", "is required", "e.g. --cpus 2")
+                raise InputError(
+                    "--cpus",
+                    "is required for one workload",
+                    "e.g. corral workloads add web --cpus 2 --qos LC, or --file FILE",
+                )
+            if workload_id is None:
+                workload_id = f"w-{uuid.uuid4().hex[:8]}"
+                print(f"workload id: {workload_id} (generated)", file=sys.stderr)
             spec: dict[str, Any] = {"id": workload_id, "cpus": cpus, "qos": qos, "policy": policy}
             spec.update({k: v for k, v in (("cpuset", cpuset), ("cgroup", cgroup)) if v})
             specs = [spec]

@@ -13,8 +13,6 @@ import typer
 
 from corral.commands.common import clear_errors
 from corral.errors import InputError
-from corral.kube.extender.config import load_settings
-from corral.kube.extender.server import serve
 
 kube_app = typer.Typer(help="Kubernetes components (the scheduler extender).", no_args_is_help=True)
 
@@ -42,6 +40,10 @@ def extender(
     """Serve the kube-scheduler extender: POST /filter, /prioritize and /bind (urlPrefix
     http://HOST:PORT), fed by watches of Nodes, NodeResourceTopology objects and pods.
     Prints ``ready <port>`` on stdout once the watches have listed."""
+    # The extender's server and its HTTP clients load only when it runs (CLI start-up).
+    from corral.kube.extender.config import load_settings  # noqa: PLC0415
+    from corral.kube.extender.server import serve  # noqa: PLC0415
+
     with clear_errors():
         host, port = parse_listen(listen)
         settings = load_settings(config)

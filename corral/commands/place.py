@@ -6,26 +6,34 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from corral.commands.common import clear_errors, console, fail, print_json, topology_from
-from corral.commands.render import cpu_map
+from corral.commands.common import (
+    clear_errors,
+    console,
+    error_document,
+    fail,
+    print_json,
+    topology_from,
+)
 from corral.errors import InputError, PlacementError
 from corral.placement.allocate import Allocator
-from corral.placement.cost import CostBreakdown, CostWeights, explain_placement
 from corral.placement.kubelet import Strategy, take_cpus
-from corral.placement.optimal import (
-    DEFAULT_BUDGET_MS,
-    DEFAULT_GAP,
-    OptimalResult,
-    place_greedy_keeping,
-    place_optimal,
-)
-from corral.placement.workload import load_workloads
 from corral.topology.cpuset import CpuSet
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from corral.placement.cost import CostBreakdown, CostWeights
+    from corral.placement.optimal import OptimalResult
+
+# corral.placement.optimal's DEFAULT_BUDGET_MS and DEFAULT_GAP, not imported from there so
+# that `corral place --request` never loads numpy, scipy and highspy (tests/test_cli_startup
+# checks they agree).
+DEFAULT_BUDGET_MS = 50.0
+DEFAULT_GAP = 1e-3
 
 
 def load_previous(path: Path) -> dict[str, CpuSet]:
@@ -111,15 +119,29 @@ def place(  # noqa: PLR0917 - typer maps parameters to options
         list[str] | None,
         typer.Option(
             "--weight",
+            metavar="TERM=VALUE",
             help="Override a cost weight, term=value (repeatable): numa_spread, "
             "socket_spread, shared_cores, siblings, imbalance, churn, imbalance_tolerance.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
 ) -> None:
-    """Compute cpusets: one request (--request) or a whole workload list (--workloads)."""
+    """Compute cpusets: one request (--request) or a whole workload list (--workloads).
+
+    Exit code 0 when everything was placed, 1 when a request or workload was refused (the
+    reason on stderr, or under ``refusals``), 2 for bad input."""
     if (request is None) == (workloads is None):
-        fail("give exactly one of --request N or --workloads FILE")
+        fail(
+            "give exactly one of them",
+            field="--request N | --workloads FILE",
+            fix="e.g. --request 4, or --workloads examples/workloads.yaml",
+        )
+    if request is not None and request < 1:
+        fail(
+            f"{request} CPUs is not a request",
+            field="--request",
+            fix="ask for at least one CPU, e.g. --request 4",
+        )
     with clear_errors():
         topo = topology_from(topology)
         try:
@@ -130,6 +152,9 @@ def place(  # noqa: PLR0917 - typer maps parameters to options
             try:
                 cpus = take_cpus(topo, avail, request, strategy=strategy, full_cores=full_cores)
             except PlacementError as err:
+                if as_json:
+                    doc = error_document(str(err), field="--request", kind="PlacementError")
+                    print_json(doc)
                 print(str(err), file=sys.stderr)
                 raise typer.Exit(1) from err
             if as_json:
@@ -139,6 +164,14 @@ def place(  # noqa: PLR0917 - typer maps parameters to options
             return
         if workloads is None:  # excluded by the check above
             fail("give exactly one of --request N or --workloads FILE")
+        # The workload path needs pydantic models, the cost model and (optimal) the MIP.
+        from corral.placement.cost import CostWeights, explain_placement  # noqa: PLC0415
+        from corral.placement.optimal import (  # noqa: PLC0415
+            place_greedy_keeping,
+            place_optimal,
+        )
+        from corral.placement.workload import load_workloads  # noqa: PLC0415
+
         weights = CostWeights.parse_overrides(weight or [])
         items = load_workloads(workloads)
         before = load_previous(previous) if previous is not None else {}
@@ -185,6 +218,8 @@ def place(  # noqa: PLR0917 - typer maps parameters to options
         extra["cost_detail"] = cost.to_json()
         print_json({**placement.to_json(), **extra})
     else:
+        from corral.commands.render import cpu_map  # noqa: PLC0415 - only for people
+
         out = console()
         picture, legend = cpu_map(topo, placement, by_id)
         out.print(
@@ -204,6 +239,8 @@ def place(  # noqa: PLR0917 - typer maps parameters to options
 
 
 def _cost_table(cost: CostBreakdown, weights: CostWeights) -> Table:
+    from rich.table import Table  # noqa: PLC0415 - only for people
+
     table = Table(title=f"cost {cost.total:.4f} (lower is better)")
     for column in ("term", "raw", "normalised", "weight", "weighted"):
         table.add_column(column, justify="left" if column == "term" else "right")

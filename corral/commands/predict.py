@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from corral.commands.common import clear_errors, console, print_json
-from corral.predict.evaluate import Evaluation, evaluate
-from corral.predict.model import TrainSettings, load_model, save_model, train_model
-from corral.predict.series import Trace
-from corral.predict.traces import TraceFormat, load_trace
+from corral.commands.progress import OnProgress, progress_reporter
+from corral.errors import InputError
+from corral.predict.formats import TraceFormat
+from corral.predict.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from corral.predict.series import Trace
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,28 @@ GoogleCapacityOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 
 
-def _load(path: Path, fmt: TraceFormat, step_s: float | None, google_cores: float) -> Trace:
-    return load_trace(path, fmt, step_s=step_s, google_capacity_cores=google_cores)
+def _load(
+    path: Path,
+    fmt: TraceFormat,
+    step_s: float | None,
+    google_cores: float,
+    on_progress: OnProgress,
+    *,
+    option: str = "--train",
+    step: str = "loading the trace",
+) -> Trace:
+    """Load a trace (numpy and pandas load here, not when the CLI starts), shown as a step.
+
+    A missing file is refused naming ``option``.
+    """
+    if not path.exists():
+        raise InputError(option, f"{path}: no such file", "check the path")
+    on_progress(step, 0, 1)
+    from corral.predict.traces import load_trace  # noqa: PLC0415 - numpy, pandas: heavy
+
+    trace = load_trace(path, fmt, step_s=step_s, google_capacity_cores=google_cores)
+    on_progress(step, 1, 1)
+    return trace
 
 
 def train(  # noqa: PLR0917 - typer maps parameters to options
@@ -68,8 +92,11 @@ def train(  # noqa: PLR0917 - typer maps parameters to options
         settings = TrainSettings(
             quantile=quantile, horizon_s=horizon_s, max_train_rows=max_train_rows
         )
-        trace = _load(train_file, fmt, step_s, google_capacity_cores)
-        model = train_model(trace, settings)
+        with progress_reporter(as_json=as_json) as on_progress:
+            trace = _load(train_file, fmt, step_s, google_capacity_cores, on_progress)
+            from corral.predict.model import save_model, train_model  # noqa: PLC0415 - lightgbm
+
+            model = train_model(trace, settings, on_progress=on_progress)
         save_model(model, out)
         summary = {
             "model": str(out),
@@ -100,7 +127,9 @@ def train(  # noqa: PLR0917 - typer maps parameters to options
         )
 
 
-def _score_table(title: str, evaluation: Evaluation, scores: dict[str, object]) -> Table:
+def _score_table(title: str, scores: dict[str, object]) -> Table:
+    from rich.table import Table  # noqa: PLC0415 - only when printing
+
     table = Table(title=title)
     for column in ("predictor", "pinball (cores)", "coverage", "over-provision (cores)", "windows"):
         table.add_column(column, justify="left" if column == "predictor" else "right")
@@ -143,14 +172,27 @@ def evaluate_command(  # noqa: PLR0917 - typer maps parameters to options
         settings = TrainSettings(
             quantile=quantile, horizon_s=horizon_s, max_train_rows=max_train_rows
         )
-        train_trace = _load(train_file, fmt, step_s, google_capacity_cores)
-        test_trace = (
-            None
-            if test_file is None
-            else _load(test_file, test_format or fmt, step_s, google_capacity_cores)
-        )
-        evaluation, model = evaluate(train_trace, test_trace, settings)
+        with progress_reporter(as_json=as_json) as on_progress:
+            train_trace = _load(train_file, fmt, step_s, google_capacity_cores, on_progress)
+            test_trace = (
+                None
+                if test_file is None
+                else _load(
+                    test_file,
+                    test_format or fmt,
+                    step_s,
+                    google_capacity_cores,
+                    on_progress,
+                    option="--test",
+                    step="loading the test trace",
+                )
+            )
+            from corral.predict.evaluate import evaluate  # noqa: PLC0415 - lightgbm, numpy
+
+            evaluation, model = evaluate(train_trace, test_trace, settings, on_progress=on_progress)
         if save is not None:
+            from corral.predict.model import save_model  # noqa: PLC0415 - lightgbm
+
             save_model(model, save)
         seconds = time.perf_counter() - started
         if as_json:
@@ -168,9 +210,9 @@ def evaluate_command(  # noqa: PLR0917 - typer maps parameters to options
             f"quantile {quantile:g}, horizon {horizon_s:g} s ({split['horizon_samples']} samples)"
         )
         overall: dict[str, object] = {"model": evaluation.model, **evaluation.baselines}
-        out.print(_score_table("overall", evaluation, overall))
+        out.print(_score_table("overall", overall))
         for bucket, scores in evaluation.by_size.items():
-            out.print(_score_table(f"capacity {bucket} cores", evaluation, dict(scores)))
+            out.print(_score_table(f"capacity {bucket} cores", dict(scores)))
         out.print(
             f"model pinball {evaluation.improvement:+.1%} below the best baseline "
             f"({evaluation.best_baseline}); coverage {evaluation.model.coverage:.3f}; "
@@ -184,6 +226,10 @@ def show(
 ) -> None:
     """Print a model's settings, schema, calibration and most important features."""
     with clear_errors():
+        from rich.table import Table  # noqa: PLC0415 - only when printing
+
+        from corral.predict.model import load_model  # noqa: PLC0415 - lightgbm
+
         model = load_model(model_file)
         gains = model.booster.feature_importance(importance_type="gain")
         names = model.spec.names()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from rich.table import Table
-from rich.text import Text
 from rich.tree import Tree
 
-from corral.placement.assignment import Placement
-from corral.placement.workload import Policy, Workload
-from corral.topology.model import Topology
+if TYPE_CHECKING:  # `corral topology` needs only the tree: start-up time
+    from rich.table import Table
+    from rich.text import Text
+
+    from corral.placement.assignment import Placement
+    from corral.placement.workload import Workload
+    from corral.topology.model import Topology
 
 _COLOURS = (
     "red",
@@ -55,6 +58,11 @@ def cpu_map(
     Exclusive and immovable workloads show their own letter; CPUs of the shared pool show
     ``s``; CPUs no one may use (offline, unassigned) show ``.``.
     """
+    from rich.table import Table  # noqa: PLC0415 - see the imports above
+    from rich.text import Text  # noqa: PLC0415
+
+    from corral.placement.workload import Policy  # noqa: PLC0415
+
     owner: dict[int, str] = {}
     legend = Table(title="legend", show_lines=False)
     for column in ("mark", "workload", "qos", "policy", "cpus", "cpuset", "reason"):

@@ -7,8 +7,6 @@ from typing import Annotated
 import typer
 
 from corral.commands.common import clear_errors, console, print_json, topology_from
-from corral.commands.render import topology_tree
-from corral.topology.file import topology_to_document
 
 
 def topology(
@@ -28,6 +26,10 @@ def topology(
     with clear_errors():
         topo = topology_from(source)
     if as_json:
+        from corral.topology.file import topology_to_document  # noqa: PLC0415 - start-up time
+
         print_json(topology_to_document(topo))
     else:
+        from corral.commands.render import topology_tree  # noqa: PLC0415 - start-up time
+
         console().print(topology_tree(topo))

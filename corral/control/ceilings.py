@@ -12,8 +12,12 @@ that level, the controller steps BE down before the SLO breaks rather than after
 ceiling is learned only from harm BE could have caused: a disable on negative slack while
 BE was running (each knob above its floor gets a ceiling; BE at its floor gets one on the
 pseudo-knob `RUN`, which keeps BE disabled near that load, when ``floor`` is on), or a
-growth step rolled back because slack fell below the no-grow mark. Unknown load is
-blocked by every live ceiling (nothing says it is safe).
+growth step rolled back because slack fell below the no-grow mark. With attribution on
+(the default, `corral.control.attribution`) the disable counts only once the violation
+cleared with BE out: a violation that persisted without BE learns nothing, and the
+ceilings are those of BE's levels when it broke; a rolled-back step back towards the
+baseline (`corral.control.baseline`) learns nothing either. Unknown load is blocked by
+every live ceiling (nothing says it is safe).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
     evict: {freeze_after_periods: 1, evict: false, evict_after_s: 300, thaw_interval_s: 15}
     dcat: {enabled: false, min_ways: 1, gain: 0.05, loss_tolerance: 0.03,
            streaming_mpki: 5.0, miss_fall: 0.05, phase_change: 0.25, settle_periods: 1}
+    baseline: {enabled: true, weight: idle, cores: null, grow_above: false}
+    attribution: {enabled: true, settle_periods: 1, judge_periods: 3, load_tolerance: 0.05,
+                  holdoff_s: 60, max_holdoff_s: 600, noise_margin: 0, give_up_periods: 20}
+    bands: {enabled: true, width: 0.05, proof_periods: 8, proof_slack: 0.0,
+            explore_slack: 0.1, memory_s: 600}
     sub_period_s: 2
     no_signal_floor_after: null     # top periods without a signal before BE is floored
     cgroups: {be: null, lc: null}   # the agent's BE box by default; see ControlCgroups
@@ -32,6 +37,14 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
                   stale_s: 5, timeout_s: 1}
 
 Unknown keys and wrong types are refused with the dotted path of the field.
+
+``baseline``, ``attribution`` and ``bands`` are the rules of issue 16 (each module's
+docstring says why and what each field means): BE starts and rests at the static-idle
+isolation (``baseline``, `corral.control.baseline`), a violation is charged to BE only if
+it clears when BE is taken out (``attribution``, `corral.control.attribution`), and
+Heracles' 85% high-water mark is relaxed per band of load where BE ran without harm
+(``bands``, `corral.control.bands`). ``enabled: false`` on all three gives back the plain
+Heracles controller of earlier versions (cold start, every violation BE's, fixed marks).
 
 ``dcat`` is the per-workload LLC manager (`corral.control.dcat`, after dCat, EuroSys 2018):
 it divides BE's ways of the ``cache`` ladder among the BE workloads by their measured
@@ -351,9 +364,10 @@ def build(cls: type[_T], raw: Any, where: str, **fixed: Any) -> _T:
         return cls(**kwargs)
     except InputError as err:
         # A model's own check names its field without the path to it: add the path.
+        # At the top level the model's own names are already the full paths.
         last = err.field.rpartition(".")[2]
-        if last in fields and not err.field.startswith(f"{where}."):
-            raise InputError(f"{where}.{last}" if where else last, err.problem, err.fix) from err
+        if where and last in fields and not err.field.startswith(f"{where}."):
+            raise InputError(f"{where}.{last}", err.problem, err.fix) from err
         raise
 
 

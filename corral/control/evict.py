@@ -5,7 +5,9 @@ the lowest-priority BE workload still running is frozen (cgroup freezer: it keep
 memory but gets no CPU), one per period. A workload frozen for ``evict_after_s`` while BE
 stays disabled is evicted (killed) when ``evict`` is on - freezing frees CPU, eviction
 also frees memory. Once the top controller allows growth again, the highest-priority
-frozen workload is thawed, one per ``thaw_interval_s``.
+frozen workload is thawed, one per ``thaw_interval_s``. When attribution finds that a
+freeze did not help (the violation went on without BE), `release_all` thaws every frozen
+workload at once and the freeze is not counted towards eviction.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ def evict_step(
     at_floor: bool,
     workloads: tuple[BeWorkload, ...],
     now: float,
+    thaw_unless_disabled: bool = False,
 ) -> tuple[EvictState, tuple[EvictDecision, ...]]:
-    """One top period of the freeze/evict/thaw escalation."""
+    """One top period of the freeze/evict/thaw escalation; frozen workloads are thawed in
+    ``grow`` mode, or in any mode but ``disable`` with ``thaw_unless_disabled`` (the
+    controller attributes violations, so only a disable is a reason to keep BE frozen)."""
     frozen = dict(state.frozen)
     known = {w.id for w in workloads}
     # A workload that left (finished, removed) is forgotten.
@@ -104,7 +109,8 @@ def evict_step(
             decisions
         )
     last_thaw = state.last_thaw
-    if mode is Mode.GROW and frozen and now - last_thaw >= settings.thaw_interval_s:
+    may_thaw = mode is Mode.GROW or thaw_unless_disabled
+    if may_thaw and frozen and now - last_thaw >= settings.thaw_interval_s:
         priority = {w.id: w.priority for w in workloads}
         wid = max(frozen, key=lambda k: (priority.get(k, 0), k))
         del frozen[wid]
@@ -113,3 +119,16 @@ def evict_step(
     return replace(
         state, frozen=tuple(frozen.items()), floor_periods=floor_periods, last_thaw=last_thaw
     ), tuple(decisions)
+
+
+def release_all(state: EvictState, *, reason: str) -> tuple[EvictState, tuple[EvictDecision, ...]]:
+    """Thaw every frozen workload at once (the freezing was found not to be BE's fault, see
+    `corral.control.attribution`); the evicted stay evicted, the floor run restarts."""
+    decisions = tuple(EvictDecision("thaw", wid, reason) for wid, _ in sorted(state.frozen))
+    return replace(state, frozen=(), floor_periods=0), decisions
+
+
+def running(state: EvictState, workloads: tuple[BeWorkload, ...]) -> tuple[BeWorkload, ...]:
+    """The workloads neither frozen nor evicted."""
+    frozen = {wid for wid, _ in state.frozen}
+    return tuple(w for w in workloads if w.id not in frozen and w.id not in state.evicted)

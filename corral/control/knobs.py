@@ -10,7 +10,9 @@ effect on a window that was not noisy, it is judged:
 * a shrink step is kept if slack rose by at least ``shrink_min_gain`` (or is now
   comfortable); otherwise it is rolled back - taking that resource from BE did not help
   LC, so BE gets it back - and that knob is skipped by shrinking for ``hold_s``, which
-  moves the controller on to the next knob (and finally to freezing).
+  moves the controller on to the next knob (and finally to freezing). A gain seen while
+  the LC load fell by more than ``load_tolerance`` is not credited to the step (the
+  lighter load explains it): the step is rolled back.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class TrialSettings:
     """How much slack a shrink step must win to be kept (fraction of the SLO)."""
     hold_s: float = 30.0
     """Seconds a knob is left alone in the direction of a rolled-back step."""
+    load_tolerance: float = 0.05
+    """How far (fraction of peak) the LC load may fall during a shrink step and its gain
+    still count as the step's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,8 @@ class Trial:
     after: int
     slack_before: float
     started: float
+    load_before: float | None = None
+    """The LC load (fraction of peak) when the step was taken, if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +120,10 @@ def judge(
     noisy: bool,
     no_grow_slack: float,
     now: float,
+    load: float | None = None,
 ) -> Verdict:
-    """Whether ``trial`` helped, judged on this period's slack (WAIT while it settles, on a
-    noisy window, or without a latency sample)."""
+    """Whether ``trial`` helped, judged on this period's slack and ``load`` (WAIT while it
+    settles, on a noisy window, or without a latency sample)."""
     if slack is None or noisy:
         return Verdict.WAIT
     if trial.direction is Direction.GROW and slack < no_grow_slack:
@@ -126,6 +134,12 @@ def judge(
         kept = slack >= no_grow_slack and slack >= trial.slack_before - settings.grow_tolerance
     else:
         kept = slack >= trial.slack_before + settings.shrink_min_gain or slack >= no_grow_slack
+        fell = (
+            load is not None
+            and trial.load_before is not None
+            and load < trial.load_before - settings.load_tolerance
+        )
+        kept = kept and not fell
     return Verdict.KEEP if kept else Verdict.ROLLBACK
 
 

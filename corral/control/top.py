@@ -12,6 +12,15 @@ Every ``period_s`` (Heracles: 15 s) slack = (SLO - measured) / SLO decides a mod
 * ``hold``    - slack < 10%: BE may not grow.
 * ``grow``    - otherwise: sub-controllers may try one growth step.
 
+The high-water mark is a prior, not a law: the controller passes ``relaxed=True`` for a load
+whose band it has measured harmless with BE running (`corral.control.bands`); there the
+high-water rule does not disable BE and the cool-down a high-water disable started ends
+(``load_until``, kept apart from the violation cool-down ``disabled_until``). With
+attribution (`corral.control.attribution`) the controller judges a violation itself: it
+passes ``slack=None`` for a window it is judging and calls `charge` once a violation is
+found to be BE's, which counts the strike and starts the cool-down as a violation here
+would.
+
 No latency sample (an idle service) never grows BE: it holds. A period whose latency
 source gave no signal (slow, failed, too few samples) does not reach `top_step` at all:
 the controller holds BE with the reason ``no signal: <source>: <why>``
@@ -102,19 +111,53 @@ class TopState:
     strikes: int = 0
     """Slack violations in a row, each within ``max_cooldown_s`` of the one before."""
     last_violation: float = float("-inf")
+    load_until: float = float("-inf")
+    """End of the cool-down after a high-water disable (ended early when the load's band is
+    relaxed)."""
+
+
+def charge(settings: TopSettings, state: TopState, *, slack: float, now: float) -> TopState:
+    """``state`` after a violation found to be BE's: one more strike (or the first after a
+    calm spell) and a cool-down of ``cooldown_s`` times the back-off per strike."""
+    recent = now - state.last_violation <= settings.max_cooldown_s
+    strikes = state.strikes + 1 if recent else 1
+    cooldown = min(
+        settings.max_cooldown_s,
+        settings.cooldown_s * settings.cooldown_backoff ** (strikes - 1),
+    )
+    return replace(
+        state,
+        mode=Mode.DISABLE,
+        reason=f"slack {slack:.2f} < 0 (cool-down {cooldown:.0f} s)",
+        disabled_until=max(state.disabled_until, now + cooldown),
+        strikes=strikes,
+        last_violation=now,
+    )
 
 
 def top_step(
-    settings: TopSettings, state: TopState, *, slack: float | None, load: float | None, now: float
+    settings: TopSettings,
+    state: TopState,
+    *,
+    slack: float | None,
+    load: float | None,
+    now: float,
+    relaxed: bool = False,
 ) -> TopState:
-    """The next top-level mode from this period's slack and load (fraction of peak)."""
+    """The next top-level mode from this period's slack and load (fraction of peak).
+
+    ``relaxed``: the load's band was measured harmless with BE running, so the high-water
+    rule does not apply to it (see the module docstring)."""
     load_high = state.load_high
+    load_until = state.load_until
     if load is not None:
-        if load > settings.high_water:
+        if load > settings.high_water and not relaxed:
             load_high = True
-        elif load < settings.low_water:
+        elif load < settings.low_water or relaxed:
             load_high = False
-    base = replace(state, slack=slack, load=load, load_high=load_high)
+    if relaxed:
+        load_until = float("-inf")
+    base = replace(state, slack=slack, load=load, load_high=load_high, load_until=load_until)
     if slack is not None and slack < 0:
         if state.mode is Mode.DISABLE:
             # BE was already off: this violation is the LC's or the host's, not BE's, so it
@@ -125,20 +168,7 @@ def top_step(
                 reason=f"slack {slack:.2f} < 0 with BE disabled",
                 disabled_until=max(state.disabled_until, now + settings.cooldown_s),
             )
-        recent = now - state.last_violation <= settings.max_cooldown_s
-        strikes = state.strikes + 1 if recent else 1
-        cooldown = min(
-            settings.max_cooldown_s,
-            settings.cooldown_s * settings.cooldown_backoff ** (strikes - 1),
-        )
-        return replace(
-            base,
-            mode=Mode.DISABLE,
-            reason=f"slack {slack:.2f} < 0 (cool-down {cooldown:.0f} s)",
-            disabled_until=max(state.disabled_until, now + cooldown),
-            strikes=strikes,
-            last_violation=now,
-        )
+        return charge(settings, base, slack=slack, now=now)
     if load_high:
         return replace(
             base,
@@ -146,14 +176,11 @@ def top_step(
             reason=f"load {_pct(load)} above high water {settings.high_water:.0%}"
             if load is not None and load > settings.high_water
             else f"load {_pct(load)} not yet below low water {settings.low_water:.0%}",
-            disabled_until=now + settings.cooldown_s,
+            load_until=now + settings.cooldown_s,
         )
-    if now < state.disabled_until:
-        return replace(
-            base,
-            mode=Mode.DISABLE,
-            reason=f"cooling down for {state.disabled_until - now:.1f} s",
-        )
+    until = max(state.disabled_until, load_until)
+    if now < until:
+        return replace(base, mode=Mode.DISABLE, reason=f"cooling down for {until - now:.1f} s")
     if slack is None:
         return replace(base, mode=Mode.HOLD, reason="no latency samples")
     if slack < settings.shrink_slack:

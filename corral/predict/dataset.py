@@ -7,6 +7,7 @@ see samples up to and including the anchor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,13 +87,19 @@ def build_examples(
     quantile: float,
     *,
     with_baselines: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Examples:
-    """Features, actuals and (optionally) baseline predictions for ``anchors``, in chunks."""
+    """Features, actuals and (optionally) baseline predictions for ``anchors``, in chunks.
+
+    ``on_progress(rows_done, rows)`` is called before the first chunk and after each one.
+    """
     parts: list[FloatArray] = []
     actual: list[FloatArray] = []
     base: dict[str, list[FloatArray]] = {}
     capacity = trace.capacity[anchors]
     times = trace.timestamps[anchors]
+    if on_progress is not None:
+        on_progress(0, int(anchors.size))
     for start in range(0, anchors.size, CHUNK):
         chunk = anchors[start : start + CHUNK]
         windows = trace.windows(chunk, before=spec.lookback)
@@ -102,6 +109,8 @@ def build_examples(
         if with_baselines:
             for name, values in baseline_predictions(spec, windows, cap, quantile).items():
                 base.setdefault(name, []).append(values)
+        if on_progress is not None:
+            on_progress(start + chunk.size, int(anchors.size))
     width = len(spec.names())
     return Examples(
         features=np.concatenate(parts) if parts else np.empty((0, width)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +13,9 @@ from corral.errors import InputError
 from corral.predict.baselines import BASELINES
 from corral.predict.dataset import build_examples, select_anchors
 from corral.predict.metrics import Score, score
-from corral.predict.model import TrainSettings, UsageModel, train_model
+from corral.predict.model import UsageModel, train_model
 from corral.predict.series import FloatArray, Trace
+from corral.predict.settings import TrainSettings
 
 #: Series size buckets by capacity (cores): (upper bound inclusive, label).
 SIZE_BUCKETS: tuple[tuple[float, str], ...] = (
@@ -25,6 +27,8 @@ SIZE_BUCKETS: tuple[tuple[float, str], ...] = (
 )
 #: With one trace, the last quarter of its time span is the test period.
 TEST_SHARE = 0.25
+#: The step `evaluate` reports after training: test windows featured and predicted.
+TEST_STEP = "test windows"
 
 
 @dataclass(frozen=True)
@@ -101,23 +105,26 @@ def evaluate(
     train: Trace,
     test: Trace | None = None,
     settings: TrainSettings | None = None,
+    *,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Evaluation, UsageModel]:
     """Train on the training period and score model and baselines on the test period.
 
     With one trace the last `TEST_SHARE` of its time span is the test period (features may
     look back into the training period, targets of training rows never reach the test).
+    ``on_progress(step, done, total)`` gets `train_model`'s steps, then ``test windows``.
     """
     settings = settings or TrainSettings()
     times = train.timestamps
     first, last = float(np.min(times)), float(np.max(times)) + train.step_s
     if test is None:
         cut = first + (1.0 - TEST_SHARE) * (last - first)
-        model = train_model(train, settings, until_s=cut)
+        model = train_model(train, settings, until_s=cut, on_progress=on_progress)
         target = train
         test_from: float | None = cut
     else:
         _check_test_follows(train, test, last)
-        model = train_model(train, settings)
+        model = train_model(train, settings, on_progress=on_progress)
         target = test
         test_from = None
     spec = model.spec
@@ -127,7 +134,14 @@ def evaluate(
         raise InputError(
             "--test", "no test windows: the test period has no observed horizon", "give more data"
         )
-    examples = build_examples(target, spec, anchors, settings.quantile, with_baselines=True)
+
+    def test_rows(done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(TEST_STEP, done, total)
+
+    examples = build_examples(
+        target, spec, anchors, settings.quantile, with_baselines=True, on_progress=test_rows
+    )
     predicted = model.predict(examples.features, examples.capacity)
     q = settings.quantile
     baselines = {name: score(examples.actual, examples.baselines[name], q) for name in BASELINES}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,50 +29,12 @@ from corral.predict.dataset import Examples, build_examples, select_anchors
 from corral.predict.features import FEATURES_VERSION, FeatureSpec
 from corral.predict.metrics import pinball_loss
 from corral.predict.series import FloatArray, Trace
+from corral.predict.settings import TrainSettings as TrainSettings  # noqa: PLC0414 - re-exported: older imports name this module
 
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "corral-usage-model"
 MODEL_VERSION = 2
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How to train. Row limits keep training to about a minute on 2 shared cores."""
-
-    quantile: float = 0.95
-    """Quantile predicted; 0.95 is the P95 titus-isolate used."""
-    horizon_s: float = 600.0
-    """Horizon of the predicted quantile (s)."""
-    rounds: int = 400
-    learning_rate: float = 0.1
-    num_leaves: int = 63
-    min_data_in_leaf: int = 50
-    max_train_rows: int = 200_000
-    """Training anchors are subsampled (uniformly, seeded) above this many."""
-    max_calibration_rows: int = 100_000
-    calibration_share: float = 0.15
-    """Share of the training period, at its end, held out to calibrate coverage."""
-    min_history_s: float = 3600.0
-    """Anchors (and live workloads) need this much history; with less, use the request."""
-    seed: int = 0
-    threads: int = 2
-    base_feature: str = "max_1800s"
-    """The trees learn the target minus this feature (share of capacity), not the target:
-    trees approximate a near-identity badly with steps, a residual well. Chosen on a
-    validation split inside the training period (days 17-22 of the Bitbrains month, after
-    training on days 0-17): max of the last 30 min beat none, the last value, the hour's
-    max or P95 and the 3-hour max. Empty: no base."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.quantile < 1.0:
-            raise InputError("--quantile", f"must be between 0 and 1, got {self.quantile:g}")
-        if not 0.0 <= self.calibration_share < 0.5:
-            raise InputError(
-                "calibration_share", f"must be in [0, 0.5), got {self.calibration_share:g}"
-            )
-        if self.max_train_rows < 100:
-            raise InputError("--max-train-rows", "must be at least 100")
 
 
 @dataclass(frozen=True)
@@ -179,13 +142,37 @@ def _subsample(anchors: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(anchors, size=limit, replace=False))
 
 
+#: Phases `train_model` reports to its ``on_progress(step, done, total)``, in order.
+TRAIN_STEPS = ("training windows", "boosting rounds", "calibration windows")
+
+
+def _step(
+    on_progress: Callable[[str, int, int], None] | None, step: str
+) -> Callable[[int, int], None] | None:
+    """``on_progress`` bound to one step name (None stays None)."""
+    if on_progress is None:
+        return None
+    report = on_progress
+
+    def bound(done: int, total: int) -> None:
+        report(step, done, total)
+
+    return bound
+
+
 def train_model(
-    trace: Trace, settings: TrainSettings | None = None, *, until_s: float | None = None
+    trace: Trace,
+    settings: TrainSettings | None = None,
+    *,
+    until_s: float | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> UsageModel:
     """Train on the samples of ``trace`` before ``until_s`` (all of it by default).
 
     The last `TrainSettings.calibration_share` of that period is held out for calibration;
     no target reaches past ``until_s``. Raises `InputError` when too little data remains.
+    ``on_progress(step, done, total)`` is told each `TRAIN_STEPS` phase's progress: windows
+    featured, then boosting rounds, then calibration windows.
     """
     settings = settings or TrainSettings()
     started = time.perf_counter()
@@ -215,9 +202,13 @@ def train_model(
         )
     fit_anchors = _subsample(fit_anchors, settings.max_train_rows, settings.seed)
     cal_anchors = _subsample(cal_anchors, settings.max_calibration_rows, settings.seed + 1)
-    fit = build_examples(trace, spec, fit_anchors, settings.quantile)
-    booster = _fit_booster(spec, fit, settings)
-    cal = build_examples(trace, spec, cal_anchors, settings.quantile)
+    fit = build_examples(
+        trace, spec, fit_anchors, settings.quantile, on_progress=_step(on_progress, TRAIN_STEPS[0])
+    )
+    booster = _fit_booster(spec, fit, settings, on_round=_step(on_progress, TRAIN_STEPS[1]))
+    cal = build_examples(
+        trace, spec, cal_anchors, settings.quantile, on_progress=_step(on_progress, TRAIN_STEPS[2])
+    )
     raw = (
         _raw_share(booster, spec, settings.base_feature, cal.features) if len(cal) else np.empty(0)
     )
@@ -245,7 +236,13 @@ def train_model(
     )
 
 
-def _fit_booster(spec: FeatureSpec, fit: Examples, settings: TrainSettings) -> lgb.Booster:
+def _fit_booster(
+    spec: FeatureSpec,
+    fit: Examples,
+    settings: TrainSettings,
+    *,
+    on_round: Callable[[int, int], None] | None = None,
+) -> lgb.Booster:
     params = {
         "objective": "quantile",
         "alpha": settings.quantile,
@@ -264,7 +261,17 @@ def _fit_booster(spec: FeatureSpec, fit: Examples, settings: TrainSettings) -> l
         feature_name=list(spec.names()),
         free_raw_data=True,
     )
-    return lgb.train(params, data, num_boost_round=settings.rounds)
+    callbacks = []
+    if on_round is not None:
+        report = on_round
+        rounds = settings.rounds
+        report(0, rounds)
+
+        def after_round(env: Any) -> None:  # lightgbm.callback.CallbackEnv
+            report(env.iteration + 1, rounds)
+
+        callbacks.append(after_round)
+    return lgb.train(params, data, num_boost_round=settings.rounds, callbacks=callbacks)
 
 
 def save_model(model: UsageModel, path: Path) -> None:

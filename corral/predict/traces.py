@@ -8,13 +8,13 @@ regularises it and reports what it changed.
 from __future__ import annotations
 
 import tarfile
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from corral.errors import InputError
+from corral.predict.formats import TraceFormat as TraceFormat  # noqa: PLC0414 - re-exported: older imports name this module
 from corral.predict.history import read_usage_frame
 from corral.predict.series import COLUMNS, Trace, build_trace
 
@@ -28,15 +28,6 @@ BITBRAINS_COLUMNS = (
 )
 #: The Google-derived set has no timestamps: one line every 5 minutes.
 GOOGLE_STEP_S = 300.0
-
-
-class TraceFormat(StrEnum):
-    """Trace file formats corral reads."""
-
-    CORRAL = "corral"
-    BITBRAINS = "bitbrains"
-    GOOGLE = "google"
-    SQLITE = "sqlite"
 
 
 def load_trace(

@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from corral.errors import TopologyError
 from corral.topology.model import Cpu, Topology
 
@@ -65,6 +63,8 @@ def load_topology_file(path: Path | str) -> Topology:
         text = file.read_text()
     except OSError as err:
         raise TopologyError(str(file), f"cannot read: {err.strerror or err}") from err
+    import yaml  # noqa: PLC0415 - only files need it: `corral topology`/`place` start faster
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
