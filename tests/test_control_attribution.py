@@ -456,3 +456,41 @@ def test_a_one_off_violation_that_does_not_return_with_be_is_not_charged() -> No
     assert all(s.ceilings == () and s.top.strikes == 0 for s in run.states)
     assert longest(lambda b: not b.running, run.be) <= 4
     assert run.be[-1] == Be(True, 2)
+
+
+def test_a_lone_violation_is_let_pass_when_tolerated_and_a_second_one_tests_be() -> None:
+    controller = make(
+        attribution=AttributionSettings(
+            holdoff_s=10.0, max_holdoff_s=40.0, tolerate=1, tolerate_window_s=10.0
+        )
+    )
+
+    def two(t: float, be: Be) -> tuple[float, float]:
+        return (BAD if t in (3.0, 6.0) else GOOD), 0.5
+
+    run = simulate(controller, two, 10)
+    assert run.be[3].running and not run.states[3].evict.frozen  # the first: let pass
+    assert "let pass" in run.states[3].top.reason
+    assert run.states[6].attribution.episode is not None  # the second within 10 s: tested
+    assert not run.be[6].running
+    assert controller.status(run.states[-1])["attribution"]["violations_let_pass"] == 1
+
+
+def test_be_that_hurts_is_caught_with_a_tolerance_too() -> None:
+    controller = make(
+        attribution=AttributionSettings(
+            holdoff_s=10.0, max_holdoff_s=40.0, tolerate=1, tolerate_window_s=10.0
+        )
+    )
+
+    def harm(t: float, be: Be) -> tuple[float, float]:
+        return (BAD if be.running and t >= 3 else GOOD), 0.5
+
+    run = simulate(controller, harm, 40)
+    assert run.states[-1].attribution.be_episodes >= 1
+    assert sum(be.running for be in run.be[20:]) < 10
+
+
+def test_a_negative_tolerance_is_refused_naming_the_field() -> None:
+    with pytest.raises(InputError, match="attribution.tolerate"):
+        AttributionSettings(tolerate=-1)

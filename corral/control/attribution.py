@@ -81,6 +81,15 @@ class AttributionSettings:
     without BE to be tested again during a holdoff."""
     give_up_periods: int = 20
     """Top periods after which an episode without a verdict ends as inconclusive."""
+    tolerate: int = 0
+    """Violations while BE runs that are let pass (BE held where it is, nothing tested)
+    within ``tolerate_window_s`` before the next one takes BE out to test it. 0
+    (default): every violation tests BE, as Heracles reacts to each. An SLO judged over
+    many windows (met in, say, 95% of them) can afford a lone violated window; testing BE
+    for each costs BE a window or two of work, which on a noisy host is most of what BE
+    loses."""
+    tolerate_window_s: float = 60.0
+    """The span over which ``tolerate`` violations are let pass."""
 
     def __post_init__(self) -> None:
         for name in ("settle_periods", "judge_periods", "give_up_periods"):
@@ -101,6 +110,14 @@ class AttributionSettings:
             )
         if self.noise_margin < 0:
             raise InputError("attribution.noise_margin", "is negative", "e.g. 0")
+        if self.tolerate < 0:
+            raise InputError("attribution.tolerate", f"{self.tolerate} is negative", "e.g. 0")
+        if self.tolerate_window_s <= 0:
+            raise InputError(
+                "attribution.tolerate_window_s",
+                f"{self.tolerate_window_s} is not positive",
+                "e.g. 60",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,9 @@ class AttributionState:
     be_episodes: int = 0
     host_episodes: int = 0
     unknown_episodes: int = 0
+    tolerated: tuple[float, ...] = ()
+    """When the violations let pass (``tolerate``) within the last window happened."""
+    tolerated_total: int = 0
 
 
 def window(
@@ -257,3 +277,17 @@ def is_noise(
         and now < holdoff.until
         and slack >= holdoff.noise - settings.noise_margin
     )
+
+
+def tolerate(
+    settings: AttributionSettings, state: AttributionState, *, now: float
+) -> tuple[bool, AttributionState]:
+    """Whether a violation at ``now`` while BE runs is let pass (``settings.tolerate``),
+    and the state that remembers it. A violation beyond the allowance is not let pass
+    and clears the memory (the episode it opens judges them all)."""
+    recent = tuple(t for t in state.tolerated if now - t < settings.tolerate_window_s)
+    if len(recent) < settings.tolerate:
+        return True, replace(
+            state, tolerated=(*recent, now), tolerated_total=state.tolerated_total + 1
+        )
+    return False, replace(state, tolerated=())

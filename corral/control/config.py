@@ -15,7 +15,8 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
            streaming_mpki: 5.0, miss_fall: 0.05, phase_change: 0.25, settle_periods: 1}
     baseline: {enabled: true, weight: idle, cores: null, grow_above: false}
     attribution: {enabled: true, settle_periods: 1, judge_periods: 3, load_tolerance: 0.05,
-                  holdoff_s: 60, max_holdoff_s: 600, noise_margin: 0, give_up_periods: 20}
+                  holdoff_s: 60, max_holdoff_s: 600, noise_margin: 0, give_up_periods: 20,
+                  tolerate: 0, tolerate_window_s: 60}
     bands: {enabled: true, width: 0.05, proof_periods: 8, proof_slack: 0.0,
             explore_slack: 0.1, memory_s: 600}
     sub_period_s: 2

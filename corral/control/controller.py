@@ -70,6 +70,7 @@ from corral.control.attribution import (
     Episode,
     is_noise,
     next_holdoff,
+    tolerate,
     window,
 )
 from corral.control.bands import Band, BandSettings, blame, describe, observe, open_at
@@ -586,6 +587,15 @@ class Controller:
                 if top.mode is not Mode.DISABLE:
                     top = replace(top, mode=Mode.HOLD, reason=note)
                 return replace(j, top=top, noise=True)
+            passed, attribution = tolerate(s.attribution, attribution, now=now)
+            if passed:
+                note = (
+                    f"slack {slack:.2f} < 0: violation {len(attribution.tolerated)} of "
+                    f"{s.attribution.tolerate} let pass in {s.attribution.tolerate_window_s:g} s"
+                )
+                if top.mode is not Mode.DISABLE:
+                    top = replace(top, mode=Mode.HOLD, reason=note)
+                return replace(j, top=top, attribution=attribution, noise=True)
             episode = Episode(
                 started=now,
                 slack=slack,
@@ -1000,6 +1010,7 @@ class Controller:
                 "host": a.host_episodes,
                 "unknown": a.unknown_episodes,
             },
+            "violations_let_pass": a.tolerated_total,
         }
 
 

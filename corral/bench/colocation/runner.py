@@ -678,7 +678,12 @@ class Experiment:
         """Heracles' rules on the benchmark's 1 s windows: every period shortened so the
         controller acts within the pattern's few-second steps (ticks once per window); the
         cool-down bound, the memory of learned ceilings and bands, and attribution's
-        holdoff scale with it (their defaults are sized for the agent's 15 s periods)."""
+        holdoff scale with it (their defaults are sized for the agent's 15 s periods).
+        One window without BE, and one with it back, judge a violation: memcached's
+        sub-millisecond queue never outlives a 1 s window, and every window BE is out
+        costs its share of EMU. One violation in 10 windows is let pass untested: the
+        calibrated SLO is one LC alone meets in 95% of windows, so a lone violated window
+        is what the host does by itself."""
         period = 0.9 * self.config.window_s
         w = self.config.window_s
         return ControllerSettings(
@@ -686,7 +691,11 @@ class Experiment:
             top=TopSettings(period_s=period, cooldown_s=3 * w, max_cooldown_s=24 * w),
             ceilings=CeilingSettings(memory_s=40 * w),
             attribution=AttributionSettings(
-                judge_periods=2, holdoff_s=10 * w, max_holdoff_s=40 * w
+                judge_periods=1,
+                holdoff_s=10 * w,
+                max_holdoff_s=40 * w,
+                tolerate=1,
+                tolerate_window_s=10 * w,
             ),
             bands=BandSettings(proof_periods=3, memory_s=40 * w),
             trial=TrialSettings(settle_s=period, hold_s=5 * self.config.window_s),
