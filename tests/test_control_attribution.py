@@ -442,6 +442,22 @@ def test_the_memory_probe_runs_only_while_slack_is_short_and_is_released_after()
     assert any(isinstance(a, SetMemoryHigh) for a in actions)
 
 
+def test_a_frozen_be_gets_no_memory_squeeze() -> None:
+    """A violation freezes BE (disable): senpai does not lower the limit of a box whose
+    tasks touch no memory; the reclaim would cost the host CPU while LC is short."""
+    box = 256 << 20
+    controller = make(memory=SenpaiSettings(enabled=True, min_bytes=16 << 20, max_bytes=box))
+    state = controller.initial()
+    squeezed: list[int] = []
+    for t in range(12):
+        p99 = BAD if 3 <= t < 8 else GOOD  # LC broken with or without BE: BE is frozen
+        obs = Observation(p99, 50_000, psi_some_us=0, be_memory_bytes=100 << 20)
+        state, actions = controller.step(state, obs, float(t), workloads=BATCH)
+        if state.evict.frozen:
+            squeezed += [a.bytes for a in actions if isinstance(a, SetMemoryHigh)]
+    assert squeezed == []
+
+
 def test_a_one_off_violation_that_does_not_return_with_be_is_not_charged() -> None:
     """A/B/A: clear without BE, BE let back in to confirm, and clear with BE too."""
     controller = make()

@@ -40,7 +40,8 @@ class BaselineSettings:
 
     probe_memory_always: bool = False
     """Run senpai's memory probe (``memory.enabled``) at all times. Off: it runs only
-    while slack is short (``shrink`` or ``disable``); when slack is back the BE box's
+    while slack is short and BE runs (``shrink``, not frozen: a frozen BE touches no
+    memory and the reclaim of a lower limit costs the host CPU); when slack is back the BE box's
     memory limit is released to ``memory.max_bytes`` and the probe starts again from BE's
     use the next time it is needed - at the baseline BE has the whole box, as a static
     ``cpu.idle`` group does."""

@@ -446,7 +446,10 @@ class Controller:
             freezes = tuple(
                 _evict_action(d.verb, d.workload, d.reason) for d in (*released, *decisions)
             )
-        short = top.mode in (Mode.SHRINK, Mode.DISABLE)
+        # The probe squeezes BE's memory only while BE runs and slack is short: a frozen or
+        # disabled BE touches no memory, and the reclaim a lower limit starts would cost the
+        # host CPU at the moment LC is short of it.
+        short = top.mode is Mode.SHRINK and not evict.frozen
         memory, memory_actions = self._memory_step(state, obs, now, due=sub_due, short=short)
         actions = (
             *self._render(
@@ -771,7 +774,7 @@ class Controller:
             levels, pending = self.floored(levels), None
             reason = f"BE to its floor after {periods} periods with {why}"
         top = replace(state.top, mode=Mode.HOLD, reason=why, slack=None, load=None)
-        short = state.top.mode in (Mode.SHRINK, Mode.DISABLE)
+        short = state.top.mode is Mode.SHRINK and not state.evict.frozen
         memory, memory_actions = self._memory_step(state, obs, now, due=sub_due, short=short)
         actions = (
             *self._render(
@@ -799,7 +802,7 @@ class Controller:
         self, state: ControllerState, obs: Observation, now: float, *, due: bool, short: bool
     ) -> tuple[SenpaiState, tuple[Action, ...]]:
         """senpai's step on the BE box's own memory signals (every sub period); with the
-        baseline on, only while slack is ``short`` (see `BaselineSettings`)."""
+        baseline on, only while slack is ``short`` and BE runs (see `BaselineSettings`)."""
         if not due:
             return state.memory, ()
         s = self.settings
