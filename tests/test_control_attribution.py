@@ -508,5 +508,5 @@ def test_be_that_hurts_is_caught_with_a_tolerance_too() -> None:
 
 
 def test_a_negative_tolerance_is_refused_naming_the_field() -> None:
-    with pytest.raises(InputError, match="attribution.tolerate"):
+    with pytest.raises(InputError, match=r"attribution\.tolerate"):
         AttributionSettings(tolerate=-1)
