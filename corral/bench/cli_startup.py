@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.bench.agent_process import free_port
 from corral.errors import CorralError
 
 #: What the CLI's start is measured against.
@@ -264,13 +264,6 @@ def time_commands(
     ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _http(method: str, url: str, body: dict[str, Any] | None = None) -> int:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
@@ -289,7 +282,7 @@ def agent_imports(*, python: str = sys.executable, start_timeout_s: float = 120.
     """Start ``corral agent`` (no model, dry run, toy-16, loopback, temporary state) under
     ``-X importtime``, wait for ``/healthz``, PUT one workload and wait for it, stop it with
     SIGTERM; report the modules it imported. Cleans up its directory and process."""
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="corral-bench-cli-"))
     config = workdir / "agent.yaml"
     config.write_text(
