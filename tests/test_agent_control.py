@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable
 from contextlib import closing, suppress
 from pathlib import Path
@@ -26,6 +25,7 @@ from corral.placement.workload import Workload
 from corral.topology.cpuset import CpuSet
 from corral.topology.presets import toy_16
 from tests.fixtures.cgroup_trees import add_v1_cgroup, write_v1_root
+from tests.polling import wait_for
 from tests.real_cgroups import CGROUP_ROOT, v1_skip_reason
 
 FAST = {
@@ -57,14 +57,7 @@ def _write_latency(path: Path, p99_ms: float) -> None:
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return wait_for(what, probe, timeout_s=timeout_s, interval_s=0.05)
 
 
 def _metric(text: str, name: str) -> float:

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +16,7 @@ from corral import __version__
 from corral.agent.throttling import ThrottleReader, Throttling, parse_throttling
 from corral.bench.agent_process import AgentProcess
 from corral.enforce.detect import detect_cgroups
+from tests.polling import wait_for
 from tests.real_cgroups import CGROUP_ROOT, v1_skip_reason
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -37,16 +35,6 @@ def _value(samples: Samples, name: str, workload: str) -> float | None:
         if labels.get("workload") == workload:
             return value
     return None
-
-
-def _until(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_parse_throttling_reads_v1_and_v2_cpu_stat() -> None:
@@ -139,7 +127,7 @@ def test_a_throttled_workload_shows_its_cpus_usage_and_throttling(
                 ok = periods and periods >= 3 and usage is not None and usage > 0
                 return samples if ok else None
 
-            samples = _until(throttled, "throttling of the capped workload")
+            samples = wait_for("throttling of the capped workload", throttled, interval_s=0.2)
         finally:
             busy.kill()
             busy.wait()

@@ -5,8 +5,7 @@ file is refused whole while the agent keeps running on the old settings."""
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral.agent.config import load_settings
 from corral.agent.reload import LIVE_FIELDS, ReloadOutcome, plan_reload
 from corral.bench.agent_process import AgentProcess
+from tests.polling import wait_for
 
 _BASE = {"topology": "toy-16", "dry_run": True, "budget_ms": 50.0, "log_level": "INFO"}
 
@@ -32,16 +32,6 @@ def _write(agent: AgentProcess, **changes: Any) -> None:
     agent.config_path.write_text(yaml.safe_dump({**agent.settings, **changes}))
 
 
-def _until(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _hup_and_wait(agent: AgentProcess, http: httpx.Client) -> dict[str, Any]:
     """Send SIGHUP and return the /status config section once the reload is recorded."""
     before = http.get("/status").json()["config"]["last_reload"]
@@ -52,7 +42,7 @@ def _hup_and_wait(agent: AgentProcess, http: httpx.Client) -> dict[str, Any]:
         last = config["last_reload"]
         return config if last is not None and last != before else None
 
-    result: dict[str, Any] = _until(reloaded, "the reload to be recorded")
+    result: dict[str, Any] = wait_for("the reload to be recorded", reloaded)
     return result
 
 
@@ -151,9 +141,9 @@ def test_a_shorter_period_takes_effect_at_once(agent: AgentProcess) -> None:
         assert http.get("/status").json()["drift"]["last_reconcile"] == {}
         _write(agent, reconcile_period_s=0.2)
         assert _hup_and_wait(agent, http)["last_reload"]["applied"] == ["reconcile_period_s"]
-        _until(
-            lambda: http.get("/status").json()["drift"]["last_reconcile"],
+        wait_for(
             "a periodic reconcile",
+            lambda: http.get("/status").json()["drift"]["last_reconcile"],
             timeout_s=30,
         )
 
