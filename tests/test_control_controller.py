@@ -18,7 +18,16 @@ from corral.control.ceilings import CeilingSettings
 from corral.control.controller import Controller, ControllerSettings, ControllerState
 from corral.control.cores import CoresSettings
 from corral.control.evict import BeWorkload, EvictSettings
-from corral.control.knobs import Direction, Hold, Knob, Trial, TrialSettings
+from corral.control.knobs import (
+    Direction,
+    Hold,
+    Knob,
+    Trial,
+    TrialSettings,
+    Verdict,
+    judge,
+    reference_slack,
+)
 from corral.control.signals import Observation, Signal, SignalStatus
 from corral.control.top import Mode, TopSettings
 from corral.control.weight import WeightSettings
@@ -42,7 +51,8 @@ def make(**overrides: object) -> Controller:
     base = {
         **PLAIN,
         "top": TopSettings(period_s=1.0, cooldown_s=3.0, cooldown_backoff=1.0),
-        "trial": TrialSettings(settle_s=1.0, hold_s=10.0),
+        # Heracles judges a shrink against the window that triggered it.
+        "trial": TrialSettings(settle_s=1.0, hold_s=10.0, reference_windows=1),
         "cores": CoresSettings(min_cores=1, shrink_step=2),
         "weight": WeightSettings(ladder=("idle", "2", "64")),
         "evict": EvictSettings(freeze_after_periods=1, thaw_interval_s=2.0),
@@ -94,6 +104,51 @@ def test_be_grows_one_core_at_a_time_while_slack_is_large() -> None:
     assert cores[0] == 1
     assert all(b - a in (0, 1) for a, b in itertools.pairwise(cores))
     assert cores[-1] > 2
+
+
+def _shrink_after(history: list[float], after: float, reference_windows: int) -> str:
+    """The verdict on a cores shrink taken on a 3%-slack window that follows ``history``
+    (p99 ms at the old levels, SLO 1 ms) and is judged on a window of ``after`` ms."""
+    controller = make(
+        trial=TrialSettings(settle_s=1.0, hold_s=10.0, reference_windows=reference_windows)
+    )
+    start = replace(
+        controller.initial(),
+        levels=controller.initial().levels.with_level("cores", 6).with_level("weight", 0),
+        applied=True,
+        last_top=-1.0,
+        last_sub=-1.0,
+    )
+    samples = [(float(t), p99, 20_000.0) for t, p99 in enumerate([*history, 0.97, after])]
+    trace = replay(controller, samples, state=start)
+    return trace.states[-1].last_verdict
+
+
+def test_a_shrink_after_a_lone_short_window_is_judged_against_the_windows_before_it() -> None:
+    # Slack 8% for four windows (BE holds: no growth under 10%), one at 3% (the shrink),
+    # then 8% again: the step did nothing the host was not already doing (regression to
+    # the mean), so it is rolled back.
+    verdict = _shrink_after([0.92, 0.92, 0.92, 0.92], after=0.92, reference_windows=5)
+    assert verdict.startswith("rolled back shrink cores")
+    assert "reference 0.08" in verdict
+    # Judged against the trigger alone, the same step looks like it helped and is kept.
+    assert _shrink_after([0.92, 0.92, 0.92, 0.92], after=0.92, reference_windows=1) == (
+        "kept shrink cores"
+    )
+
+
+def test_a_shrink_under_lasting_pressure_is_kept_when_it_beats_the_windows_before() -> None:
+    settings = TrialSettings(settle_s=1.0, reference_windows=5)
+    reference = reference_slack(settings, (0.9, 0.04, 0.03, 0.04, 0.03), 0.03)
+    assert reference == 0.03  # the median of the last five, the trigger included
+    trial = Trial(Knob.CORES, Direction.SHRINK, 6, 4, 0.03, 0.0, reference=reference)
+
+    def verdict(slack: float) -> Verdict:
+        return judge(settings, trial, slack=slack, noisy=False, no_grow_slack=0.1, now=2.0)
+
+    assert verdict(0.2) is Verdict.KEEP  # comfortable where the windows before were not
+    assert verdict(0.06) is Verdict.KEEP  # 3 points above them
+    assert verdict(0.04) is Verdict.ROLLBACK  # no better than they were
 
 
 def test_growth_is_blocked_when_slack_is_below_ten_percent() -> None:

@@ -4,7 +4,8 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
 
     top: {period_s: 15, high_water: 0.85, low_water: 0.80, no_grow_slack: 0.10,
           shrink_slack: 0.05, cooldown_s: 60}
-    trial: {settle_s: 2, grow_tolerance: 0.05, shrink_min_gain: 0.02, hold_s: 30}
+    trial: {settle_s: 2, grow_tolerance: 0.05, shrink_min_gain: 0.02, hold_s: 30,
+            reference_windows: 5}
     cores: {min_cores: 1, max_cores: null, lc_reserve_cores: 1, shrink_step: 2,
             lc_overlap: true}
     weight: {ladder: [idle, "2"], grow_slack: 0.5, quota_ladder: [0.25, 0.5]}

@@ -98,6 +98,7 @@ from corral.control.knobs import (
     held,
     judge,
     live_holds,
+    reference_slack,
 )
 from corral.control.memory import SenpaiSettings, SenpaiState, senpai_step
 from corral.control.signals import Observation
@@ -204,6 +205,8 @@ class ControllerState:
     """Top periods in a row without a latency signal."""
     attribution: AttributionState = field(default_factory=AttributionState)
     bands: tuple[Band, ...] = ()
+    recent_slack: tuple[float, ...] = ()
+    """Slack of the last sub periods at the current levels (a shrink's reference)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +400,12 @@ class Controller:
                 elif outcome is Verdict.ROLLBACK:
                     verdict = (
                         f"rolled back {pending.direction} {pending.knob} "
-                        f"(slack {pending.slack_before:.2f} -> {slack:.2f})"
+                        f"(slack {pending.slack_before:.2f} -> {slack:.2f}"
+                        + (
+                            f", reference {pending.reference:.2f})"
+                            if pending.reference is not None
+                            else ")"
+                        )
                     )
                     levels = levels.with_level(pending.knob, pending.before)
                     holds = (*holds, Hold(pending.knob, pending.direction, now + s.trial.hold_s))
@@ -428,6 +436,7 @@ class Controller:
                     load=load,
                     now=now,
                     specs=specs,
+                    reference=reference_slack(s.trial, state.recent_slack, slack),
                 )
                 if pending is not None:
                     levels = levels.with_level(pending.knob, pending.after)
@@ -475,8 +484,20 @@ class Controller:
             no_signal_periods=0,
             attribution=attribution,
             bands=bands,
+            recent_slack=self._recent_slack(state, levels, slack, counted=sub_due and not noise),
         )
         return new_state, actions
+
+    def _recent_slack(
+        self, state: ControllerState, levels: Levels, slack: float | None, *, counted: bool
+    ) -> tuple[float, ...]:
+        """The reference history: cleared when the levels change, else this sub period's
+        slack appended (noisy windows and host-noise violations are not counted)."""
+        if levels != state.levels:
+            return ()
+        if not counted or slack is None:
+            return state.recent_slack
+        return (*state.recent_slack, slack)[-self.settings.trial.reference_windows :]
 
     def _release(
         self,
@@ -877,6 +898,7 @@ class Controller:
         load: float | None,
         now: float,
         specs: dict[Knob, KnobSpec],
+        reference: float | None = None,
     ) -> Trial | None:
         if mode is Mode.GROW:
             for knob in GROW_ORDER:
@@ -902,6 +924,7 @@ class Controller:
                 slack,
                 now,
                 load,
+                reference,
             )
         return None
 

@@ -7,12 +7,19 @@ effect on a window that was not noisy, it is judged:
 
 * a growth step is kept if slack stayed above the no-growth line and fell by no more than
   ``grow_tolerance``; otherwise it is rolled back and that knob may not grow for ``hold_s``;
-* a shrink step is kept if slack rose by at least ``shrink_min_gain`` (or is now
-  comfortable); otherwise it is rolled back - taking that resource from BE did not help
-  LC, so BE gets it back - and that knob is skipped by shrinking for ``hold_s``, which
+* a shrink step is kept if slack rose by at least ``shrink_min_gain`` above its
+  *reference* (or is now comfortable where the reference was not); otherwise it is
+  rolled back - taking that resource from BE did not help LC, so BE gets it back - and
+  that knob is skipped by shrinking for ``hold_s``, which
   moves the controller on to the next knob (and finally to freezing). A gain seen while
   the LC load fell by more than ``load_tolerance`` is not credited to the step (the
   lighter load explains it): the step is rolled back.
+
+The reference of a shrink is the median slack of the last ``reference_windows`` windows at
+the old levels, the one that triggered it included, not that window alone: a shrink is
+taken on an unusually short window, and on a noisy host the next window is better whatever
+the step did (regression to the mean), so judged against the trigger alone nearly every
+shrink looks like it helped and is kept, costing BE the resource for ``hold_s``.
 """
 
 from __future__ import annotations
@@ -79,6 +86,15 @@ class TrialSettings:
     load_tolerance: float = 0.05
     """How far (fraction of peak) the LC load may fall during a shrink step and its gain
     still count as the step's."""
+    reference_windows: int = 5
+    """Windows at the old levels (the trigger included) whose median slack a shrink must
+    beat; 1 judges against the triggering window alone."""
+
+    def __post_init__(self) -> None:
+        if self.reference_windows < 1:
+            raise InputError(
+                "trial.reference_windows", f"{self.reference_windows} is below 1", "e.g. 5"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +109,8 @@ class Trial:
     started: float
     load_before: float | None = None
     """The LC load (fraction of peak) when the step was taken, if known."""
+    reference: float | None = None
+    """The slack a shrink must beat (`reference_slack`); None: ``slack_before``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +151,8 @@ def judge(
     if trial.direction is Direction.GROW:
         kept = slack >= no_grow_slack and slack >= trial.slack_before - settings.grow_tolerance
     else:
-        kept = slack >= trial.slack_before + settings.shrink_min_gain or slack >= no_grow_slack
+        reference = trial.slack_before if trial.reference is None else trial.reference
+        kept = slack >= reference + settings.shrink_min_gain or (slack >= no_grow_slack > reference)
         fell = (
             load is not None
             and trial.load_before is not None
@@ -141,6 +160,13 @@ def judge(
         )
         kept = kept and not fell
     return Verdict.KEEP if kept else Verdict.ROLLBACK
+
+
+def reference_slack(settings: TrialSettings, recent: tuple[float, ...], slack: float) -> float:
+    """The median of the last ``reference_windows`` slacks, ``slack`` (the trigger) last."""
+    window = sorted((*recent, slack)[-settings.reference_windows :])
+    mid = len(window) // 2
+    return window[mid] if len(window) % 2 else (window[mid - 1] + window[mid]) / 2
 
 
 def held(holds: tuple[Hold, ...], knob: Knob, direction: Direction, now: float) -> bool:

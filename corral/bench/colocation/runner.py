@@ -215,6 +215,8 @@ class Window:
     be_cpu: float
     noisy: bool
     violation: bool
+    control_cpu: float = 0.0
+    """CPU of the ``control`` group (this process: orchestrator and controller)."""
     mode: str = ""
     be_cores: int | None = None
     frozen: int = 0
@@ -276,6 +278,9 @@ class RunResult:
             "be_ops_per_s": round(self.be_ops_per_s, 1),
             "be_share": round(self.be_share, 4),
             "gen_cpu": round(statistics.fmean(w.gen_cpu for w in self.windows), 4)
+            if self.windows
+            else 0.0,
+            "control_cpu": round(statistics.fmean(w.control_cpu for w in self.windows), 4)
             if self.windows
             else 0.0,
             "actions": self.actions,
@@ -582,7 +587,12 @@ class Experiment:
             asyncio.run(runtime.tick())  # the initial BE state, before BE starts
         be = None if policy == "lc-alone" else self.start_be(sub, antagonist, total + 2)
         windows: list[Window] = []
-        last = {"be": self.tree.cpu_usage_s("be"), "steal": steal_ticks(), "t": time.monotonic()}
+        last = {
+            "be": self.tree.cpu_usage_s("be"),
+            "control": self.tree.cpu_usage_s("control"),
+            "steal": steal_ticks(),
+            "t": time.monotonic(),
+        }
         be_cpu_start = last["be"]
         time.sleep(0.3)  # let BE ramp up
 
@@ -591,10 +601,12 @@ class Experiment:
             # process, several windows land at once and must not read as BE at 0 then 2.
             now = time.monotonic()
             be_now, steal_now = self.tree.cpu_usage_s("be"), steal_ticks()
+            control_now = self.tree.cpu_usage_s("control")
             dt = max(1e-3, now - last["t"])
             be_cpu = (be_now - last["be"]) / dt
+            control_cpu = (control_now - last["control"]) / dt
             steal = (steal_now - last["steal"]) / USER_HZ / dt
-            last.update(be=be_now, steal=steal_now, t=now)
+            last.update(be=be_now, control=control_now, steal=steal_now, t=now)
             self.progress.advance(len(batch), phase or policy)
             for gen in batch:
                 noisy = gen.lag_max_ms > c.noisy_lag_ms
@@ -610,6 +622,7 @@ class Experiment:
                         gen_cpu=gen.cpu,
                         steal_cpu=steal,
                         be_cpu=be_cpu,
+                        control_cpu=control_cpu,
                         noisy=noisy,
                         violation=not noisy
                         and (

@@ -47,6 +47,8 @@ TREE_SHARES = 8192
 """The tree stands for a dedicated machine: on v1 every task of the root cgroup weighs as
 much as a whole 1024-share group, so on a host shared with other work the tree would get
 a sliver of the CPUs and measure the neighbours instead of the policies."""
+_ADOPTED = ("cpu", "cpuacct")
+"""Where this process joins ``control``: cpu for its weight, cpuacct to count its CPU."""
 _SPAWN = 'for f in $CORRAL_CGROUP_PROCS; do echo $$ > "$f" || exit 111; done; exec "$@"'
 
 
@@ -69,7 +71,9 @@ class BenchTree:
             write_file(self.file("cpu", "control", "cpu.shares"), str(CLIENT_SHARES))
             # This process (the orchestrator and the corral controller) joins ``control``
             # so a BE at full weight cannot starve the loop that reads the windows.
-            write_file(self.file("cpu", "control", "cgroup.procs"), str(os.getpid()))
+            for controller in _ADOPTED:
+                if (self.root / controller).is_dir():
+                    write_file(self.file(controller, "control", "cgroup.procs"), str(os.getpid()))
             self._adopted = True
         except BaseException:
             self.close()
@@ -142,7 +146,9 @@ class BenchTree:
     def close(self) -> None:
         """Kill everything in the tree and remove it (safe to call twice)."""
         if self._adopted:
-            write_file(f"{self.root}/cpu/cgroup.procs", str(os.getpid()))
+            for controller in _ADOPTED:
+                if (self.root / controller).is_dir():
+                    write_file(f"{self.root}/{controller}/cgroup.procs", str(os.getpid()))
             self._adopted = False
         remove_tree(self.root, self.name)
         for proc in self.processes:
