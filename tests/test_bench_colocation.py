@@ -27,6 +27,7 @@ from corral.bench.colocation.progress import NoteProgress
 from corral.bench.colocation.runner import (
     POLICIES,
     WORK_PREFIX,
+    BeAlone,
     ColocationBenchConfig,
     best_static,
     compare,
@@ -385,3 +386,12 @@ def test_progress_is_silent_under_json_and_a_bar_on_a_terminal() -> None:
         assert task.total == 25 and task.completed == 5
         assert task.description == "rep 1/3 corral (cpu)"
     assert "calibrated SLO" in bar_console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_be_normaliser_scales_a_cpu_bound_be_pro_rata_and_caps_an_io_bound_one() -> None:
+    cpu_bound = BeAlone(ops_per_s=3000.0, cpus=2.0)  # used both CPUs alone
+    assert cpu_bound.attainable_ops_s(1.5) == 2250.0
+    assert cpu_bound.attainable_ops_s(2.0) == 3000.0
+    io_bound = BeAlone(ops_per_s=1200.0, cpus=0.6)  # disk-bound: 0.6 CPU alone
+    assert io_bound.attainable_ops_s(1.5) == 1200.0  # more CPUs would not make it faster
+    assert io_bound.attainable_ops_s(0.3) == 600.0

@@ -22,8 +22,10 @@ Method (issue 6, design.md section 5):
    ``lc-alone`` policy runs the same pattern with no BE at all: its violations are the
    host's own floor, the fewest any policy can reach here. A violation is *attributable
    to BE* when LC alone met the SLO in the same window of the same repetition.
-6. EMU per window = LC done/s / LC peak + BE ops/s / (BE-alone ops per CPU x CPUs left
-   after the generator's measured use). BE ops/s per window is the run's stress-ng ops per
+6. EMU per window = LC done/s / LC peak + BE ops/s / BE's attainable ops/s: BE alone's
+   ops/s x min(1, CPUs left after the generator's measured use / CPUs BE alone used), so a
+   CPU-bound BE is scaled pro rata and an I/O-bound one is not credited with CPUs it would
+   not use. BE ops/s per window is the run's stress-ng ops per
    BE CPU-second times the window's BE CPU (cpuacct). A window is *noisy* when the client's
    own pacing lag exceeds ``noisy_lag_ms`` (the host descheduled the VM); noisy windows
    are counted and shown, never counted as SLO violations.
@@ -227,6 +229,20 @@ class Window:
     def to_json(self) -> dict[str, Any]:
         """The window as JSON."""
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class BeAlone:
+    """What BE did with the host to itself: its ops/s and the CPUs it used for them."""
+
+    ops_per_s: float
+    cpus: float
+
+    def attainable_ops_s(self, cpus_left: float) -> float:
+        """BE's ops/s with ``cpus_left`` CPUs free of the client: all of BE alone's when it
+        fits (an I/O-bound BE that used 0.6 CPU alone), pro rata CPUs otherwise (a
+        CPU-bound BE that used them all)."""
+        return self.ops_per_s * min(1.0, cpus_left / max(self.cpus, 1e-3))
 
 
 @dataclass
@@ -518,28 +534,42 @@ class Experiment:
             proc.kill()
             output, _ = proc.communicate()
         remove_tree(self.root, self.tree.group(f"be/{sub}"))
+        self.settle_memory()
         return bogo_ops(output.decode(errors="replace"), antagonist)
 
+    def settle_memory(self) -> None:
+        """Write back every dirty page and empty the BE box's page cache, so one run's
+        writeback and cache (``hdd`` leaves hundreds of MiB dirty) never land in the next
+        run, whatever policy that is."""
+        os.sync()
+        with contextlib.suppress(CorralError):
+            write_file(self.tree.file("memory", "be", "memory.force_empty"), "0")
+
     def be_alone(self) -> dict[str, dict[str, Any]]:
-        """Median BE-alone bogo ops/s per antagonist, and per CPU."""
+        """Median BE-alone bogo ops/s per antagonist, and the CPUs it used doing them."""
         c = self.config
         out: dict[str, dict[str, Any]] = {}
         self.reset_box()
         for antagonist in c.antagonists:
-            rates = []
+            rates, cpus = [], []
             for rep in range(c.be_alone_reps):
+                used_before = self.tree.cpu_usage_s("be")
                 proc = self.start_be(f"alone{rep}", antagonist, c.be_alone_s)
                 started = time.monotonic()
                 proc.wait(timeout=c.be_alone_s + 20)
                 elapsed = time.monotonic() - started
+                used = self.tree.cpu_usage_s("be") - used_before
                 ops = self.finish_be(f"alone{rep}", proc, antagonist)
                 if ops is None:
                     raise CorralError(f"stress-ng {antagonist} reported no bogo ops")
-                rates.append(ops / max(c.be_alone_s, min(elapsed, c.be_alone_s + 1)))
+                seconds = max(c.be_alone_s, min(elapsed, c.be_alone_s + 1))
+                rates.append(ops / seconds)
+                cpus.append(used / seconds)
             median = statistics.median(rates)
             out[antagonist] = {
                 "ops_per_s": round(median, 2),
                 "ops_per_cpu_s": round(median / self.ncpu, 2),
+                "cpus": round(min(float(self.ncpu), max(0.05, statistics.median(cpus))), 3),
                 "runs": [round(r, 2) for r in rates],
             }
             self.progress.note(f"BE alone {antagonist}: {median:.0f} bogo ops/s")
@@ -554,11 +584,11 @@ class Experiment:
         repetition: int,
         *,
         peak: float,
-        alone_per_cpu: float,
+        alone: BeAlone,
         phase: str = "",
     ) -> RunResult:
         """The load pattern under ``policy`` with ``antagonist`` as BE (``phase`` labels
-        the progress)."""
+        the progress; ``alone`` normalises BE's work)."""
         c = self.config
         segments = c.pattern(peak)
         total = sum(d for d, _ in segments)
@@ -646,7 +676,7 @@ class Experiment:
         for w in windows:
             w.lc_frac = w.done / c.window_s / peak
             cpus_left = max(0.05, self.ncpu - w.gen_cpu)
-            w.be_frac = w.be_cpu * ops_per_cpu_s / (alone_per_cpu * cpus_left)
+            w.be_frac = w.be_cpu * ops_per_cpu_s / alone.attainable_ops_s(cpus_left)
             w.emu = w.lc_frac + w.be_frac
         return RunResult(
             policy=policy,
@@ -672,7 +702,7 @@ class Experiment:
                 antagonist,
                 -1 - i,
                 peak=peak,
-                alone_per_cpu=1.0,
+                alone=BeAlone(1.0, 1.0),
                 phase=f"calibration {i + 1}/{c.calibration_runs}",
             )
             for i in range(c.calibration_runs)
@@ -961,10 +991,12 @@ def targets(policies: dict[str, Any]) -> dict[str, Any]:
 
 
 EMU_NOTE = (
-    "EMU = LC done/s / LC peak + BE ops/s / (BE-alone ops per CPU x CPUs left after the "
-    "load generator's measured CPU use), per window, averaged over the windows of a run: "
-    "the client shares this host, unlike Heracles' set-up. LC alone scores its load "
-    "fraction (about 0.5 on this pattern); 1.0 is one machine's worth of work."
+    "EMU = LC done/s / LC peak + BE ops/s / BE's attainable ops/s, per window, averaged "
+    "over the windows of a run. BE's attainable ops/s is BE alone's ops/s scaled by "
+    "min(1, CPUs left after the load generator's measured CPU use / CPUs BE alone used): "
+    "the client shares this host, unlike Heracles' set-up, and a BE that did not use every "
+    "CPU alone (hdd, fork) is not credited with CPUs it would not use. LC alone scores its "
+    "load fraction (about 0.5 on this pattern); 1.0 is one machine's worth of work."
 )
 
 
@@ -1089,7 +1121,7 @@ def _run(
                     antagonist,
                     rep,
                     peak=peak,
-                    alone_per_cpu=alone[antagonist]["ops_per_cpu_s"],
+                    alone=BeAlone(alone[antagonist]["ops_per_s"], alone[antagonist]["cpus"]),
                     phase=f"rep {rep + 1}/{config.repetitions} {policy} ({antagonist})",
                 )
                 runs.append(result)
@@ -1147,14 +1179,5 @@ def _run(
                 else "a corral - best static difference whose interval contains 0 is within noise."
             ),
             "The windows shown (and plotted) are the median-EMU repetition's.",
-            *(
-                []
-                if config.scenario == "default"
-                else [
-                    "The BE normaliser assumes a CPU-bound BE: for I/O- and kernel-bound "
-                    "antagonists (hdd, fork) BE-alone throughput is not proportional to CPUs, "
-                    "so BE's EMU share can exceed 1; compare policies within the scenario."
-                ]
-            ),
         ],
     }
