@@ -163,6 +163,29 @@ def test_be_that_hurts_at_any_level_stays_mostly_frozen_with_growing_cool_downs(
     assert run.states[-1].attribution.host_episodes == 0
 
 
+def test_be_on_probation_is_not_tolerated_nor_confirmed_again() -> None:
+    """Once a violation was confirmed BE's, each later return of BE costs LC one violation
+    (no violation let pass, no A/B/A confirmation), and the cool-down keeps growing though
+    each one reaches ``max_cooldown_s`` (the calm spell counts from BE's return)."""
+    controller = make(
+        attribution=AttributionSettings(
+            holdoff_s=10.0, max_holdoff_s=40.0, tolerate=1, tolerate_window_s=10.0
+        )
+    )
+
+    def harm(t: float, be: Be) -> tuple[float, float]:
+        return (BAD if be.running else GOOD), 0.5
+
+    run = simulate(controller, harm, 120)
+    violations = sum(run.be[i - 1].running for i in range(1, 120))  # BE ran that window
+    # The first episode: one let pass, one to take BE out, one on its confirmation; then
+    # one per return after cool-downs of 3, 6, 12 and 24 s (then 24 s each).
+    assert violations <= 3 + 7
+    assert any("on probation" in s.attribution.last for s in run.states)
+    assert run.states[-1].top.strikes >= 5
+    assert run.states[-1].attribution.host_episodes == 0
+
+
 def test_noise_first_then_real_harm_is_still_caught_after_the_holdoff() -> None:
     """(c) Noise for 15 s (not BE's fault, BE restored), then BE starts to hurt."""
     controller = make()

@@ -45,7 +45,7 @@ def test_bad_ceiling_settings_name_the_field() -> None:
         CeilingSettings(memory_s=0)
 
 
-def test_cool_down_doubles_for_violations_in_a_row_and_resets_after_a_calm_spell() -> None:
+def test_cool_down_doubles_for_violations_in_a_row_and_resets_after_be_ran_calmly() -> None:
     top = TopSettings(period_s=1.0, cooldown_s=2.0, cooldown_backoff=2.0, max_cooldown_s=10.0)
     state = TopState()
     untils = []
@@ -55,17 +55,19 @@ def test_cool_down_doubles_for_violations_in_a_row_and_resets_after_a_calm_spell
         state = top_step(top, state, slack=0.5, load=0.3, now=state.disabled_until)
         assert state.mode is Mode.GROW
     assert untils == [2.0, 4.0, 8.0, 10.0]  # capped at max_cooldown_s
-    # A violation while BE is off is the LC's or the host's: a plain cool-down, no strike.
-    state = top_step(top, state, slack=-0.1, load=0.3, now=28.0)  # 11 s after the last
-    assert state.strikes == 1 and state.disabled_until == 30.0  # a calm spell resets
+    # BE back at 27 and a violation at 28, 11 s after the last: BE ran 1 s since its
+    # cool-down ended, which is no calm spell (measured from the violation, a maximal
+    # cool-down would reset the back-off every time BE came back from one).
+    state = top_step(top, state, slack=-0.1, load=0.3, now=28.0)
+    assert state.strikes == 5 and state.disabled_until == 38.0
+    # A violation while BE is off is the LC's or the host's: no strike, no longer cool-down.
     state = top_step(top, state, slack=-0.1, load=0.3, now=29.0)
-    assert state.strikes == 1 and state.disabled_until == 31.0
+    assert state.strikes == 5 and state.disabled_until == 38.0
     assert "with BE disabled" in state.reason
-    state = top_step(top, state, slack=0.5, load=0.3, now=31.0)
-    state = top_step(top, state, slack=-0.1, load=0.3, now=32.0)  # BE's again: a strike
-    assert state.strikes == 2 and state.disabled_until == 36.0
-    state = top_step(top, state, slack=0.5, load=0.3, now=40.0)
-    state = top_step(top, state, slack=-0.1, load=0.3, now=50.0)  # 18 s after the last
+    state = top_step(top, state, slack=0.5, load=0.3, now=38.0)
+    assert state.mode is Mode.GROW
+    # 12 s of BE running without a violation is a calm spell: the back-off starts again.
+    state = top_step(top, state, slack=-0.1, load=0.3, now=50.0)
     assert state.disabled_until == 52.0 and state.strikes == 1
     assert state.mode is Mode.DISABLE and "cool-down 2 s" in state.reason
     with pytest.raises(InputError, match=r"top\.max_cooldown_s"):

@@ -103,7 +103,7 @@ from corral.control.knobs import (
 from corral.control.memory import SenpaiSettings, SenpaiState, senpai_step
 from corral.control.signals import Observation
 from corral.control.slo import Slo
-from corral.control.top import Mode, TopSettings, TopState, charge, top_step
+from corral.control.top import Mode, TopSettings, TopState, charge, on_probation, top_step
 from corral.control.weight import WeightSettings
 from corral.errors import InputError
 from corral.topology.cpuset import CpuSet
@@ -611,7 +611,10 @@ class Controller:
                 if top.mode is not Mode.DISABLE:
                     top = replace(top, mode=Mode.HOLD, reason=note)
                 return replace(j, top=top, noise=True)
-            passed, attribution = tolerate(s.attribution, attribution, now=now)
+            probation = on_probation(s.top, j.top, now=now)
+            passed, attribution = (
+                (False, attribution) if probation else tolerate(s.attribution, attribution, now=now)
+            )
             if passed:
                 note = (
                     f"slack {slack:.2f} < 0: violation {len(attribution.tolerated)} of "
@@ -644,6 +647,11 @@ class Controller:
             sub_period_s=s.sub_period_s,
             now=now,
         )
+        confirming_now = outcome is None and episode.back_since == now
+        if confirming_now and not episode.inconclusive and on_probation(s.top, j.top, now=now):
+            # BE was blamed, and confirmed, a moment ago: clearing without it again is
+            # enough; confirming would cost LC one more violation.
+            return self._verdict(j, top, episode, Blame.BE, now=now)
         if outcome is None and episode.back_since is not None:
             return self._confirming(j, top, episode, now=now)
         if outcome is None:
@@ -694,7 +702,11 @@ class Controller:
             text = (
                 f"BE's fault: slack {episode.slack:.2f} with BE at load "
                 f"{_fraction(episode.load)}, worst {worst} in {episode.judged} windows without, "
-                "back when BE returned"
+                + (
+                    "back when BE returned"
+                    if episode.back_since is not None and episode.back_since < now
+                    else f"and BE is on probation ({top.strikes} strike(s))"
+                )
             )
             charged = charge(s.top, top, slack=episode.slack, now=now)
             return replace(

@@ -63,11 +63,12 @@ class TopSettings:
     """Seconds BE stays disabled after a disable, so one good window right after a
     violation does not bring BE straight back (Heracles' cool-down)."""
     cooldown_backoff: float = 2.0
-    """Factor the cool-down grows by for each slack violation that follows the previous one
-    within ``max_cooldown_s``: BE that keeps hurting LC comes back ever more slowly."""
+    """Factor the cool-down grows by for each slack violation that comes within
+    ``max_cooldown_s`` of BE running after the previous one's cool-down: BE that keeps
+    hurting LC comes back ever more slowly."""
     max_cooldown_s: float = 600.0
-    """Longest cool-down; a violation later than this after the last starts again at
-    ``cooldown_s``."""
+    """Longest cool-down; a violation after BE has run this long since its last cool-down
+    ended starts again at ``cooldown_s``."""
 
     def __post_init__(self) -> None:
         if self.period_s <= 0:
@@ -109,18 +110,27 @@ class TopState:
     load_high: bool = False
     disabled_until: float = float("-inf")
     strikes: int = 0
-    """Slack violations in a row, each within ``max_cooldown_s`` of the one before."""
+    """BE's slack violations in a row, each within ``max_cooldown_s`` of BE running after
+    the cool-down of the one before."""
     last_violation: float = float("-inf")
     load_until: float = float("-inf")
     """End of the cool-down after a high-water disable (ended early when the load's band is
     relaxed)."""
 
 
+def on_probation(settings: TopSettings, state: TopState, *, now: float) -> bool:
+    """True while BE has a strike and has not yet run ``max_cooldown_s`` since the cool-down
+    of its last violation ended: the next violation is another strike."""
+    # The calm spell counts from when BE came back: measured from the violation, a cool-down
+    # of max_cooldown_s would reset the back-off each time BE returned from one.
+    calm_since = max(state.last_violation, state.disabled_until)
+    return state.strikes > 0 and now - calm_since <= settings.max_cooldown_s
+
+
 def charge(settings: TopSettings, state: TopState, *, slack: float, now: float) -> TopState:
     """``state`` after a violation found to be BE's: one more strike (or the first after a
     calm spell) and a cool-down of ``cooldown_s`` times the back-off per strike."""
-    recent = now - state.last_violation <= settings.max_cooldown_s
-    strikes = state.strikes + 1 if recent else 1
+    strikes = state.strikes + 1 if on_probation(settings, state, now=now) else 1
     cooldown = min(
         settings.max_cooldown_s,
         settings.cooldown_s * settings.cooldown_backoff ** (strikes - 1),
