@@ -26,6 +26,7 @@ from corral.bench.colocation.loadgen import GenOutput, diurnal, schedule_arg, st
 from corral.bench.colocation.progress import NoteProgress
 from corral.bench.colocation.runner import (
     POLICIES,
+    SHM,
     WORK_PREFIX,
     BeAlone,
     ColocationBenchConfig,
@@ -184,6 +185,9 @@ def test_comparison_and_targets_use_the_best_static_policy_by_emu() -> None:
     assert result["corral_emu_at_least_best_static_minus_0.03"] is True
     assert result["corral_violations_at_most_best_static_or_lc_alone"] is True
     assert result["corral_beats_every_static_on_emu"] is False
+    assert result["calibration_held"] is True  # no interleaved LC-alone figure: nothing says not
+    assert targets(policies, alone_met=0.96)["calibration_held"] is True
+    assert targets(policies, alone_met=0.29)["calibration_held"] is False  # the host changed
     one = {k: _policy([v["emu"]], [1], [0]) for k, v in policies.items()}
     assert compare(one)["emu"]["within_noise"] is None  # type: ignore[index]
 
@@ -292,7 +296,8 @@ def _children() -> set[int]:
 
 
 def _work_dirs() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}{os.getpid()}-*"))
+    roots = (Path(tempfile.gettempdir()), SHM)
+    return {p for root in roots for p in root.glob(f"{WORK_PREFIX}{os.getpid()}-*")}
 
 
 def _smallest() -> ColocationBenchConfig:
@@ -395,3 +400,15 @@ def test_be_normaliser_scales_a_cpu_bound_be_pro_rata_and_caps_an_io_bound_one()
     io_bound = BeAlone(ops_per_s=1200.0, cpus=0.6)  # disk-bound: 0.6 CPU alone
     assert io_bound.attainable_ops_s(1.5) == 1200.0  # more CPUs would not make it faster
     assert io_bound.attainable_ops_s(0.3) == 600.0
+
+
+def test_be_alone_is_measured_only_for_the_antagonists_the_repetitions_run() -> None:
+    assert ColocationBenchConfig(repetitions=3).used_antagonists() == ("cpu", "cache", "vm")
+    assert ColocationBenchConfig(repetitions=7).used_antagonists() == (
+        "cpu",
+        "cache",
+        "vm",
+        "stream",
+        "matrix",
+    )
+    assert ColocationBenchConfig.quick_config().used_antagonists() == ("cpu",)

@@ -25,7 +25,11 @@ is out are skipped; the next ``judge_periods`` windows that are not noisy decide
   within ``judge_periods`` windows (after ``settle_periods``) it is **BE's fault**
   (`Blame.BE`) and the controller does what Heracles does on a violation: a strike and a
   cool-down, the learned ceilings of `corral.control.ceilings`, the band blamed
-  (`corral.control.bands`). If it does not return it was **not BE's fault** either (a
+  (`corral.control.bands`). BE is then on probation (`corral.control.top.on_probation`)
+  until it has run ``top.max_cooldown_s`` after its cool-down without another: meanwhile
+  no violation is let pass (``tolerate``) and one that clears without BE is BE's fault at
+  once, without a second confirmation, so each return of a harmful BE costs LC one
+  violation, not three. If it does not return it was **not BE's fault** either (a
   one-off), with a holdoff as above (the noise level being the violation's own slack).
 * all clear but the load fell - the windows cannot tell BE from the lighter load, so
   BE is let back in to confirm at the load there is now, as above: the violation

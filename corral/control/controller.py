@@ -38,7 +38,8 @@ switch to turn it off (``enabled: false`` gives back Heracles' plain rule):
   returns when BE is let back in is it counted (strike, cool-down, ceilings, band blame).
   If it persists without BE (or does not return with BE), BE gets its levels back and
   every frozen workload is thawed at once, with the reason ``not BE's fault: ...``, and a
-  holdoff keeps the same noise from being blamed again.
+  holdoff keeps the same noise from being blamed again. After a confirmed blame BE is on probation
+  (no violation let pass, no second confirmation) until it has run a calm spell.
   While an episode is open, violations do not extend any cool-down and nothing is
   evicted; frozen workloads are thawed in every mode but ``disable``, and when a disable
   ends BE goes straight back to the baseline (under its learned ceilings).
