@@ -6,7 +6,8 @@ The tree's top group gets a high ``cpu.shares`` (`TREE_SHARES`).
 
 * ``lc`` - memcached;  ``client`` - the load generator, at a high ``cpu.shares`` so a
   heavy BE cannot delay the client itself (it stands for a client on another machine);
-* ``control`` - this process (the orchestrator and the controller), at high weight too;
+* ``control`` - this process (the orchestrator and the controller), at LC's weight
+  (`CONTROL_SHARES`);
 * ``be`` - the BE box (memory limit, freezer), with one child per BE workload.
 
 `BenchTree.close` thaws, kills every process found in the tree, waits for them, reclaims
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 PREFIX = "corral-bench-"
 V1 = ("cpu", "cpuacct", "cpuset", "memory", "freezer")
 CLIENT_SHARES = 8192
+CONTROL_SHARES = 1024
+"""LC's weight: the controller must not outrank the LC it protects (its ticks take a few
+ms of CPU), and BE at ``cpu.idle`` or its own 1024 cannot starve a group that needs 1% of
+a CPU."""
 TREE_SHARES = 8192
 """The tree stands for a dedicated machine: on v1 every task of the root cgroup weighs as
 much as a whole 1024-share group, so on a host shared with other work the tree would get
@@ -68,9 +73,9 @@ class BenchTree:
                 self.make(group)
             write_file(self.file("cpu", "", "cpu.shares"), str(TREE_SHARES))
             write_file(self.file("cpu", "client", "cpu.shares"), str(CLIENT_SHARES))
-            write_file(self.file("cpu", "control", "cpu.shares"), str(CLIENT_SHARES))
-            # This process (the orchestrator and the corral controller) joins ``control``
-            # so a BE at full weight cannot starve the loop that reads the windows.
+            write_file(self.file("cpu", "control", "cpu.shares"), str(CONTROL_SHARES))
+            # This process (the orchestrator and the corral controller) joins ``control``,
+            # a group of its own beside BE, LC and the client.
             for controller in _ADOPTED:
                 if (self.root / controller).is_dir():
                     write_file(self.file(controller, "control", "cgroup.procs"), str(os.getpid()))
