@@ -8,6 +8,7 @@ sequences are closed-loop recordings of hosts where BE does or does not hurt."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -163,10 +164,10 @@ def test_be_that_hurts_at_any_level_stays_mostly_frozen_with_growing_cool_downs(
     assert run.states[-1].attribution.host_episodes == 0
 
 
-def test_be_on_probation_is_not_tolerated_nor_confirmed_again() -> None:
-    """Once a violation was confirmed BE's, each later return of BE costs LC one violation
-    (no violation let pass, no A/B/A confirmation), and the cool-down keeps growing though
-    each one reaches ``max_cooldown_s`` (the calm spell counts from BE's return)."""
+def test_be_on_probation_is_tested_at_its_first_violation_and_kept_out_ever_longer() -> None:
+    """Once a violation was confirmed BE's, no later one is let pass untested (``tolerate``)
+    until BE has run a calm spell, and the cool-down keeps growing although each one
+    reaches ``max_cooldown_s`` (the calm spell counts from BE's return)."""
     controller = make(
         attribution=AttributionSettings(
             holdoff_s=10.0, max_holdoff_s=40.0, tolerate=1, tolerate_window_s=10.0
@@ -179,11 +180,31 @@ def test_be_on_probation_is_not_tolerated_nor_confirmed_again() -> None:
     run = simulate(controller, harm, 120)
     violations = sum(run.be[i - 1].running for i in range(1, 120))  # BE ran that window
     # The first episode: one let pass, one to take BE out, one on its confirmation; then
-    # one per return after cool-downs of 3, 6, 12 and 24 s (then 24 s each).
-    assert violations <= 3 + 7
-    assert any("on probation" in s.attribution.last for s in run.states)
+    # two per return (the violation, the confirmation) after cool-downs of 3, 6, 12, 24 s.
+    assert violations <= 3 + 2 * 5
+    assert not any("let pass" in s.top.reason for s in run.states[10:])
     assert run.states[-1].top.strikes >= 5
     assert run.states[-1].attribution.host_episodes == 0
+
+
+def test_probation_does_not_turn_host_noise_into_strikes() -> None:
+    """Violations in 15% of windows whatever BE does: after a false blame, probation tests
+    each violation (no tolerance) but still confirms before blaming, so BE is not kept out
+    for long and is back at its baseline at the end."""
+    rng = random.Random(1)  # a pattern with a false confirmation early on
+    noise = [rng.random() < 0.15 for _ in range(150)]
+    controller = make(
+        attribution=AttributionSettings(
+            holdoff_s=10.0, max_holdoff_s=40.0, tolerate=1, tolerate_window_s=10.0
+        )
+    )
+    run = simulate(controller, lambda t, be: ((BAD if noise[int(t)] else GOOD), 0.5), 150)
+    out = sum(not b.running for b in run.be)
+    # Blaming each violation that clears without BE at once (no confirmation) kept BE out
+    # for 94 of these 150 windows, 27 in a row, with 6 strikes.
+    assert out <= 0.2 * 150
+    assert longest(lambda b: not b.running, run.be) <= 12
+    assert max(s.top.strikes for s in run.states) <= 2
 
 
 def test_noise_first_then_real_harm_is_still_caught_after_the_holdoff() -> None:

@@ -38,8 +38,8 @@ switch to turn it off (``enabled: false`` gives back Heracles' plain rule):
   returns when BE is let back in is it counted (strike, cool-down, ceilings, band blame).
   If it persists without BE (or does not return with BE), BE gets its levels back and
   every frozen workload is thawed at once, with the reason ``not BE's fault: ...``, and a
-  holdoff keeps the same noise from being blamed again. After a confirmed blame BE is on probation
-  (no violation let pass, no second confirmation) until it has run a calm spell.
+  holdoff keeps the same noise from being blamed again. After a confirmed blame BE is on
+  probation (no violation let pass untested) until it has run a calm spell.
   While an episode is open, violations do not extend any cool-down and nothing is
   evicted; frozen workloads are thawed in every mode but ``disable``, and when a disable
   ends BE goes straight back to the baseline (under its learned ceilings).
@@ -648,11 +648,6 @@ class Controller:
             sub_period_s=s.sub_period_s,
             now=now,
         )
-        confirming_now = outcome is None and episode.back_since == now
-        if confirming_now and not episode.inconclusive and on_probation(s.top, j.top, now=now):
-            # BE was blamed, and confirmed, a moment ago: clearing without it again is
-            # enough; confirming would cost LC one more violation.
-            return self._verdict(j, top, episode, Blame.BE, now=now)
         if outcome is None and episode.back_since is not None:
             return self._confirming(j, top, episode, now=now)
         if outcome is None:
@@ -703,11 +698,7 @@ class Controller:
             text = (
                 f"BE's fault: slack {episode.slack:.2f} with BE at load "
                 f"{_fraction(episode.load)}, worst {worst} in {episode.judged} windows without, "
-                + (
-                    "back when BE returned"
-                    if episode.back_since is not None and episode.back_since < now
-                    else f"and BE is on probation ({top.strikes} strike(s))"
-                )
+                "back when BE returned"
             )
             charged = charge(s.top, top, slack=episode.slack, now=now)
             return replace(
