@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tests import polling
 from tests.kube_plane import KubePlane
 
 CORRAL = Path(sys.executable).parent / "corral"
@@ -34,15 +34,8 @@ def free_port() -> int:
 def wait_for(
     what: str, check: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.2
 ) -> Any:
-    """Poll ``check`` until it returns a truthy value; AssertionError naming ``what``."""
-    end = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+    """`tests.polling.wait_for` at the kube tests' 0.2 s cadence."""
+    return polling.wait_for(what, check, timeout_s=timeout_s, interval_s=every_s)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from corral.agent.ui.routes import cpu_usage, load_assets
 from corral.bench.agent_process import AgentProcess
 from corral.topology.cpuset import CpuSet
 from corral.topology.presets import toy_16
+from tests import polling
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_COPY = os.environ.get("CORRAL_UI_SCREENSHOT")
@@ -72,17 +73,8 @@ def put_all(http: httpx.Client, workloads: dict[str, dict[str, Any]]) -> None:
     )
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (a generous timeout, no timing
-    assertion)."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+wait_for = functools.partial(polling.wait_for, timeout_s=30.0)
+"""`tests.polling.wait_for` with this file's 30 s timeout."""
 
 
 # --- the ring buffer and the JSON, in-process ----------------------------------------------
