@@ -412,3 +412,31 @@ def test_be_alone_is_measured_only_for_the_antagonists_the_repetitions_run() -> 
         "matrix",
     )
     assert ColocationBenchConfig.quick_config().used_antagonists() == ("cpu",)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+def test_an_oom_looping_job_beside_a_productive_one_is_held_under_corral_only(
+    no_leftovers: None,
+) -> None:
+    """``cpu+vm-big``: two BE workloads; the looping one does no work even alone (its
+    share is 0, never a division by zero), the kernel's kills are counted, and corral's
+    crash-loop rule freezes it while the static policy leaves it running."""
+    config = replace(
+        _smallest(),
+        antagonists=("cpu+vm-big",),
+        policies=("static-idle", "corral"),
+        calibrate=False,
+    )
+    doc = run_colocation_bench(config, progress=NoteProgress(lambda _: None))
+    assert doc["be_alone"]["vm-big"]["ops_per_s"] == 0
+    assert doc["be_alone"]["cpu"]["ops_per_s"] > 0
+    corral, static = (doc["policies"][p] for p in ("corral", "static-idle"))
+    assert corral["repetitions"][0]["actions"].get("Freeze", 0) >= 1
+    assert any(w["held"] == 1 for w in corral["windows"])
+    assert static["repetitions"][0]["actions"] == {}
+    assert all(w["held"] == 0 and w["frozen"] == 0 for w in static["windows"])
+    assert doc["memory"]["be_oom_kills"] >= 1  # counted in the hog's own cgroup
+    for policy in (corral, static):
+        assert policy["emu"] > 0

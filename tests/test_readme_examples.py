@@ -47,6 +47,10 @@ NOT_RUN: dict[str, str] = {
         "needs root, memcached, stress-ng and about 3 minutes; tests/test_bench_colocation.py "
         "runs its smallest configuration"
     ),
+    "sudo corral bench colocation --quick --scenario oom-loop": (
+        "needs root, memcached, stress-ng and about 3 minutes; tests/test_bench_colocation.py "
+        "runs its smallest configuration with a cpu+vm-big antagonist"
+    ),
     "corral doctor": (
         "probes the host's cgroups; tests/test_doctor_cli.py runs it as a subprocess and "
         "parses its output"

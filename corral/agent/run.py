@@ -176,6 +176,7 @@ async def build_control(
         cores=be_pool_cores(service.topology, Placement(assignments={}, pools={})),
         actuator=actuator,
         memory=memory,
+        oom=real,
         workloads=workloads,
         listener=service.control_event,
         execute=service.effects.run,

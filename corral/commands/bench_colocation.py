@@ -23,7 +23,7 @@ from corral.commands.common import clear_errors, console, print_json
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-SCENARIOS = ("default", "kernel")
+SCENARIOS = ("default", "kernel", "oom-loop")
 
 
 class RichProgress:
@@ -141,8 +141,9 @@ def bench_colocation(  # noqa: PLR0917 - typer maps parameters to options
         str,
         typer.Option(
             "--scenario",
-            help="BE antagonists: default (cpu, cache, vm, stream, matrix) or kernel "
-            "(hdd, vm-big, fork: harm cpu.idle does not contain).",
+            help="BE antagonists: default (cpu, cache, vm, stream, matrix), kernel "
+            "(hdd, vm-big, fork: harm cpu.idle does not contain) or oom-loop (a cpu, cache or "
+            "matrix job beside an OOM-looping vm-big job).",
         ),
     ] = "default",
     policy: Annotated[

@@ -8,7 +8,7 @@ An action the host cannot perform is refused with `CorralError`, never skipped s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -89,6 +89,20 @@ class ControlActuator(Protocol):
     def be_psi_some_us(self) -> int | None:
         """The BE box's cumulative memory PSI ``some`` total (us), None if unavailable."""
         ...
+
+    def be_oom_kills(self, workloads: Sequence[str]) -> dict[str, int | None]:
+        """Each BE workload's OOM kills so far (None: unreadable)."""
+        ...
+
+
+def parse_oom_kills(text: str | None, key: str = "oom_kill") -> int | None:
+    """The ``oom_kill`` count of a v1 ``memory.oom_control`` or v2 ``memory.events`` file
+    (None when the file or the line is missing)."""
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def tree_pids(directory: Path) -> tuple[int, ...]:

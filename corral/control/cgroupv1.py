@@ -40,6 +40,7 @@ import errno
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from corral.control.actions import (
@@ -59,6 +60,7 @@ from corral.control.actuator import (
     Capability,
     Reader,
     Writer,
+    parse_oom_kills,
     parse_psi_total,
     tree_pids,
 )
@@ -301,6 +303,17 @@ class CgroupV1Actuator:
         """The BE box's memory use (``memory.usage_in_bytes``), None if unreadable."""
         text = self._read(self.path("memory", self.be_group, "memory.usage_in_bytes"))
         return int(text) if text and text.strip().isdigit() else None
+
+    def be_oom_kills(self, workloads: Sequence[str]) -> dict[str, int | None]:
+        """Each BE workload's OOM kills so far: ``oom_kill`` of its own
+        ``memory.oom_control`` (v1 counts a kill in the victim's cgroup, not in the box
+        whose limit was hit)."""
+        return {
+            wid: parse_oom_kills(
+                self._read(self.path("memory", f"{self.be_group}/{wid}", "memory.oom_control"))
+            )
+            for wid in workloads
+        }
 
     def be_psi_some_us(self) -> int | None:
         """The BE box's cumulative memory PSI ``some`` total (us) through the v2 mount,

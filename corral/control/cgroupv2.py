@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from corral.control.actions import (
@@ -49,6 +50,7 @@ from corral.control.actuator import (
     Capability,
     Reader,
     Writer,
+    parse_oom_kills,
     parse_psi_total,
     tree_pids,
 )
@@ -234,6 +236,14 @@ class CgroupV2Actuator:
         """The BE box's memory use (``memory.current``), None if unreadable."""
         text = self._read(self.path(self.be_group, "memory.current"))
         return int(text) if text and text.strip().isdigit() else None
+
+    def be_oom_kills(self, workloads: Sequence[str]) -> dict[str, int | None]:
+        """Each BE workload's OOM kills so far: ``oom_kill`` of its ``memory.events``
+        (its own kills and its children's)."""
+        return {
+            wid: parse_oom_kills(self._read(self.path(f"{self.be_group}/{wid}", "memory.events")))
+            for wid in workloads
+        }
 
     def be_psi_some_us(self) -> int | None:
         """The BE box's cumulative memory PSI ``some`` total (us), None if unavailable."""

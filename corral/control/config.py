@@ -12,6 +12,8 @@ Shape (every key optional except ``workloads``; defaults are Heracles' and senpa
     cache: {total_ways: 0, min_ways: 1, mb_ladder: []}
     memory: {enabled: false, pressure_us: 10000, interval_s: 6, max_bytes: null}
     evict: {freeze_after_periods: 1, evict: false, evict_after_s: 300, thaw_interval_s: 15}
+    crash_loop: {enabled: true, kills: 3, window_s: 30, hold_s: 10, max_hold_s: 300,
+                 reset_s: 600}
     dcat: {enabled: false, min_ways: 1, gain: 0.05, loss_tolerance: 0.03,
            streaming_mpki: 5.0, miss_fall: 0.05, phase_change: 0.25, settle_periods: 1}
     baseline: {enabled: true, weight: idle, cores: null, grow_above: false}
@@ -109,6 +111,7 @@ from corral.control.runtime import (
     ColocationRuntime,
     Executor,
     MemorySignals,
+    OomSignals,
     Service,
     SignalSource,
 )
@@ -239,6 +242,7 @@ def runtime_from_config(
     perf_cgroup: Callable[[str], Path] | None = None,
     be_throughput: Callable[[], Mapping[str, float | None]] | None = None,
     dcat_sampler: PerfSampler | None = None,
+    oom: OomSignals | None = None,
 ) -> ColocationRuntime:
     """A runtime for the agent: the combined LC sources, the controller for ``cores`` (the
     physical cores BE may be given), probers and scrape clients started and stopped with
@@ -252,7 +256,11 @@ def runtime_from_config(
     (the workload's perf_event cgroup directory, e.g.
     `corral.control.dcatrun.perf_cgroup_dirs`) where the host has them, else with
     ``be_throughput`` (blocking: workload -> work per second); with none of them dCat
-    reports why it cannot run. Both callables are called through ``execute``."""
+    reports why it cannot run. Both callables are called through ``execute``.
+
+    ``oom`` (each BE workload's OOM-kill count, read through ``execute``) turns on the
+    crash-loop rule (``crash_loop``, `corral.control.crashloop`); without it the rule does
+    not run and /status says ``crash_loop.enabled: false``."""
     signals, services = config.signals()
     source = CombinedSource(signals)
     dcat = None
@@ -276,6 +284,7 @@ def runtime_from_config(
         describe=source.status,
         execute=asyncio.to_thread if execute is None else execute,
         dcat=dcat,
+        oom=oom,
     )
 
 

@@ -79,6 +79,7 @@ from corral.control.baseline import BaselineSettings
 from corral.control.cache import CacheSettings, masks
 from corral.control.ceilings import RUN, Ceiling, CeilingSettings, blocking, learn
 from corral.control.cores import CoresSettings, max_be_cores, split
+from corral.control.crashloop import CrashLoopSettings
 from corral.control.evict import (
     BeWorkload,
     EvictDecision,
@@ -129,6 +130,9 @@ class ControllerSettings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     memory: SenpaiSettings = field(default_factory=SenpaiSettings)
     evict: EvictSettings = field(default_factory=EvictSettings)
+    crash_loop: CrashLoopSettings = field(default_factory=CrashLoopSettings)
+    """Holds a BE workload caught in an OOM-kill loop (applied by the runtime, which reads
+    the kill counts; `corral.control.crashloop`)."""
     ceilings: CeilingSettings = field(default_factory=CeilingSettings)
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     attribution: AttributionSettings = field(default_factory=AttributionSettings)

@@ -52,6 +52,11 @@ class ControlCollector(Collector):
         yield GaugeMetricFamily(
             "corral_control_frozen_workloads", "BE workloads frozen by the controller.", snap.frozen
         )
+        yield GaugeMetricFamily(
+            "corral_control_crash_loop_held_workloads",
+            "BE workloads frozen for an OOM-kill loop (crash-loop back-off).",
+            snap.crash_loop_held,
+        )
         actions = CounterMetricFamily(
             "corral_control_actions", "Actions applied, by kind.", labels=["kind"]
         )

@@ -61,6 +61,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from corral.control.actions import Action, Evict, Freeze, SetWorkloadWays, Thaw, describe
 from corral.control.actuator import ActuatorDescription, Capability
 from corral.control.controller import Controller, ControllerState
+from corral.control.crashloop import CrashLoopState, crash_loop_step
+from corral.control.crashloop import status as crash_loop_status
 from corral.control.dcatrun import DcatAvailability, DcatRunner, DcatSnapshot, check
 from corral.control.evict import BeWorkload
 from corral.control.knobs import Knob
@@ -121,6 +123,15 @@ class Service(Protocol):
 
     async def stop(self) -> None:
         """Stop and release everything."""
+        ...
+
+
+class OomSignals(Protocol):
+    """Each BE workload's cumulative OOM-kill count (for the crash-loop rule); blocking,
+    called through ``execute``."""
+
+    def be_oom_kills(self, workloads: Sequence[str]) -> dict[str, int | None]:
+        """workload -> OOM kills so far in its cgroup (None: unreadable)."""
         ...
 
 
@@ -261,6 +272,7 @@ class Snapshot:
     tick_failures: int = 0
     consecutive_tick_failures: int = 0
     dcat: DcatSnapshot = field(default_factory=lambda: DcatSnapshot(False, False))
+    crash_loop_held: int = 0
 
 
 class ColocationRuntime:
@@ -289,6 +301,7 @@ class ColocationRuntime:
         describe: Callable[[], list[dict[str, Any]]] | None = None,
         max_backoff_periods: int = 4,
         dcat: DcatRunner | None = None,
+        oom: OomSignals | None = None,
     ) -> None:
         if max_backoff_periods < 1:
             raise InputError(
@@ -320,6 +333,8 @@ class ColocationRuntime:
         self.signals: dict[str, SignalHealth] = {}
         self.last_observation = Observation()
         self.dcat = dcat
+        self._oom = oom
+        self.crash_loop = CrashLoopState()
 
     @property
     def period_s(self) -> float:
@@ -358,8 +373,14 @@ class ColocationRuntime:
         self.last_observation = obs
         self._track(obs, now)
         workloads = tuple(self._workloads()) if self._workloads is not None else ()
+        workloads, loop_actions = await self._crash_loop_step(workloads, now)
         previous_mode = self.state.top.mode
         state, actions = self.controller.step(self.state, obs, now, workloads=workloads)
+        held = set(self.crash_loop.held())
+        actions = (
+            *loop_actions,
+            *(a for a in actions if not (isinstance(a, Freeze | Evict) and a.workload in held)),
+        )
         # Commit the state before awaiting the writes: `set_cores` or `thaw` may change it
         # meanwhile, and must not be overwritten by this tick's older copy.
         self.state = state
@@ -373,6 +394,34 @@ class ColocationRuntime:
             # After a refusal, re-render every knob next tick (applied=False).
             self.state = replace(self.state, applied=False)
         return actions
+
+    async def _crash_loop_step(
+        self, workloads: tuple[BeWorkload, ...], now: float
+    ) -> tuple[tuple[BeWorkload, ...], tuple[Action, ...]]:
+        """The crash-loop rule's holds and releases this tick (OOM-kill counts read
+        through ``execute``) and the workloads left for the controller: a held workload is
+        neither the controller's to freeze nor to thaw (`corral.control.crashloop`)."""
+        settings = self.controller.settings.crash_loop
+        oom = self._oom
+        if oom is None or not settings.enabled or not workloads:
+            return workloads, ()
+        ids = [w.id for w in workloads]
+        try:
+            kills = await self._execute(lambda: oom.be_oom_kills(ids))
+        except EXPECTED_ERRORS as err:
+            logger.warning("control.oom_kills_unreadable", extra={"error": str(err)})
+            kills = dict.fromkeys(ids)
+        self.crash_loop, decisions = crash_loop_step(settings, self.crash_loop, kills, now)
+        held = set(self.crash_loop.held())
+        evict = self.state.evict
+        if any(wid in held for wid, _ in evict.frozen):
+            frozen = tuple((w, t) for w, t in evict.frozen if w not in held)
+            self.state = replace(self.state, evict=replace(evict, frozen=frozen))
+        actions = tuple(
+            Freeze(d.workload, d.reason) if d.hold else Thaw(d.workload, d.reason)
+            for d in decisions
+        )
+        return tuple(w for w in workloads if w.id not in held), actions
 
     async def check_dcat(self) -> DcatAvailability | None:
         """Check once whether dCat can run here (through ``execute``: ``describe()`` reads
@@ -556,8 +605,11 @@ class ColocationRuntime:
         self.state = replace(self.state, evict=replace(self.state.evict, frozen=frozen))
 
     async def thaw_all(self, reason: str) -> None:
-        """Thaw every workload the controller froze and forget them."""
-        await self.thaw([wid for wid, _ in self.state.evict.frozen], reason)
+        """Thaw every workload the controller or the crash-loop rule froze and forget
+        them."""
+        held = self.crash_loop.held()
+        self.crash_loop = CrashLoopState()
+        await self.thaw([*(wid for wid, _ in self.state.evict.frozen), *held], reason)
 
     async def start(self) -> None:
         """Run `run` as an asyncio task of its own (idempotent)."""
@@ -653,6 +705,10 @@ class ColocationRuntime:
             if self.dcat is None
             else self.dcat.status()
         )
+        doc["crash_loop"] = {
+            "enabled": self._oom is not None and self.controller.settings.crash_loop.enabled,
+            "held": crash_loop_status(self.crash_loop, self._clock()),
+        }
         doc["actions"] = dict(self.action_counts)
         doc["failures"] = self.failures
         doc["recent"] = [r.to_json() for r in list(self.history)[-10:]]
@@ -676,4 +732,5 @@ class ColocationRuntime:
             tick_failures=self.tick_failures,
             consecutive_tick_failures=self.consecutive_tick_failures,
             dcat=DcatSnapshot(False, False) if self.dcat is None else self.dcat.snapshot(),
+            crash_loop_held=len(self.crash_loop.held()),
         )

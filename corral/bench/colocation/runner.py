@@ -26,7 +26,10 @@ Method (issue 6, design.md section 5):
    ops/s x min(1, CPUs left after the generator's measured use / CPUs BE alone used), so a
    CPU-bound BE is scaled pro rata and an I/O-bound one is not credited with CPUs it would
    not use. BE ops/s per window is the run's stress-ng ops per
-   BE CPU-second times the window's BE CPU (cpuacct). A window is *noisy* when the client's
+   BE CPU-second times the window's BE CPU (cpuacct). An antagonist ``a+b`` runs its jobs
+   side by side, each a BE workload (and cpuacct group) of its own; BE's share is the sum
+   of each job's share against that job alone, and a job that does no work even alone
+   (the OOM-looping ``vm-big``) adds 0 under every policy. A window is *noisy* when the client's
    own pacing lag exceeds ``noisy_lag_ms`` (the host descheduled the VM); noisy windows
    are counted and shown, never counted as SLO violations.
 7. Per policy: means over repetitions with 95% t-intervals (`stats`); corral is compared
@@ -52,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,15 +80,17 @@ from corral.bench.colocation.stats import (
     paired_difference,
     t_interval,
 )
-from corral.bench.colocation.stress import bogo_ops, check_antagonists, stress_argv
+from corral.bench.colocation.stress import bogo_ops, check_antagonists, jobs, stress_argv
 from corral.bench.colocation.tree import BenchTree, remove_stale_trees, remove_tree
 from corral.control.actions import SetCpus, SetQuota, SetWeight
+from corral.control.actuator import parse_oom_kills
 from corral.control.attribution import AttributionSettings
 from corral.control.bands import BandSettings
 from corral.control.ceilings import CeilingSettings
 from corral.control.cgroupv1 import CgroupV1Actuator
 from corral.control.controller import Controller, ControllerSettings
 from corral.control.cores import CoresSettings, core_sets
+from corral.control.crashloop import CrashLoopSettings
 from corral.control.evict import BeWorkload, EvictSettings
 from corral.control.filesource import FileSource
 from corral.control.knobs import TrialSettings
@@ -109,6 +114,7 @@ WORK_PREFIX = "corral-colocation-"
 SCENARIOS: dict[str, tuple[str, ...]] = {
     "default": ("cpu", "cache", "vm", "stream", "matrix"),
     "kernel": ("hdd", "vm-big", "fork"),
+    "oom-loop": ("cpu+vm-big", "cache+vm-big", "matrix+vm-big"),
 }
 """``kernel``: BE whose harm is kernel work that ``cpu.idle`` does not contain: page-cache
 writes flushed by the kernel's writeback threads (``hdd``), reclaim and OOM kills in a
@@ -116,7 +122,15 @@ full BE box (``vm-big``), process creation (``fork``). Measured on this host (st
 10-15 s at 12-40k requests/s, four interleaved sets, a busy machine): the p90 of LC's
 per-window p99 was 10-44 ms with ``hdd`` against 0.9-5 ms with ``cpu``, and ``hdd`` stalled
 the client (noisy windows) in 3-7 windows of 19 where ``cpu`` stalled none; ``vm-big``
-6-12 ms; ``fork`` 5-2244 ms (inconsistent). Ordered by how consistently they hurt."""
+6-12 ms; ``fork`` 5-2244 ms (inconsistent). Ordered by how consistently they hurt.
+
+``oom-loop``: two BE jobs side by side, a productive one (``cpu``, ``cache``, ``matrix``)
+and ``vm-big``, which asks four times the BE box's limit: the kernel OOM-kills it and
+stress-ng restarts it at once, about three times a second here, with no bogo op done.
+Static isolation keeps it running: it takes half of BE's CPU (measured: a ``cpu`` job
+beside it did 1160-1260 bogo ops/s against 2040-2140 alone in the box) and its page
+faults, reclaim and kills reach LC (p99 up to 1.07 ms against 0.45 ms, 10k requests/s).
+corral's crash-loop rule (`corral.control.crashloop`) holds it with a back-off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +248,8 @@ class Window:
     mode: str = ""
     be_cores: int | None = None
     frozen: int = 0
+    held: int = 0
+    """BE workloads held by the crash-loop rule (frozen too, not counted in ``frozen``)."""
     lc_frac: float = 0.0
     be_frac: float = 0.0
     emu: float = 0.0
@@ -255,6 +271,12 @@ class BeAlone:
         fits (an I/O-bound BE that used 0.6 CPU alone), pro rata CPUs otherwise (a
         CPU-bound BE that used them all)."""
         return self.ops_per_s * min(1.0, cpus_left / max(self.cpus, 1e-3))
+
+    def share(self, ops_per_s: float, cpus_left: float) -> float:
+        """``ops_per_s`` as a fraction of what is attainable with ``cpus_left``; 0 for a
+        job that does no work even alone (an OOM-looping one: nothing to credit)."""
+        attainable = self.attainable_ops_s(cpus_left)
+        return ops_per_s / attainable if attainable > 0 else 0.0
 
 
 @dataclass
@@ -543,14 +565,15 @@ class Experiment:
             self.actuator.apply(action)
 
     def start_be(self, sub: str, antagonist: str, seconds: float) -> subprocess.Popen[bytes]:
-        """stress-ng (one worker per CPU) in a new child of the BE box."""
+        """stress-ng (one worker per CPU) in a new child of the BE box (its own cpuacct
+        group too, so each job's CPU is read apart)."""
         self.tree.make(f"be/{sub}")
         return self.tree.spawn(
             stress_argv(antagonist, self.ncpu, seconds, temp_path=self.work),
             f"be/{sub}",
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            cpuacct_sub="be",
+            cpuacct_sub=f"be/{sub}",
         )
 
     def finish_be(self, sub: str, proc: subprocess.Popen[bytes], antagonist: str) -> float | None:
@@ -566,6 +589,10 @@ class Experiment:
         self.settle_memory()
         return bogo_ops(output.decode(errors="replace"), antagonist)
 
+    def job_cpu_s(self, sub: str) -> float:
+        """CPU seconds used by BE job ``sub`` (0 before it started and after it ended)."""
+        return self.tree.cpu_usage_s(f"be/{sub}")
+
     def settle_memory(self) -> None:
         """Write back every dirty page and empty the BE box's page cache, so one run's
         writeback and cache (``hdd`` leaves hundreds of MiB dirty) never land in the next
@@ -575,11 +602,12 @@ class Experiment:
             write_file(self.tree.file("memory", "be", "memory.force_empty"), "0")
 
     def be_alone(self) -> dict[str, dict[str, Any]]:
-        """Median BE-alone bogo ops/s per antagonist, and the CPUs it used doing them."""
+        """Median BE-alone bogo ops/s per job (each job of an ``a+b`` antagonist alone),
+        and the CPUs it used doing them."""
         c = self.config
         out: dict[str, dict[str, Any]] = {}
         self.reset_box()
-        for antagonist in c.used_antagonists():
+        for antagonist in dict.fromkeys(j for name in c.used_antagonists() for j in jobs(name)):
             rates, cpus = [], []
             for rep in range(c.be_alone_reps):
                 used_before = self.tree.cpu_usage_s("be")
@@ -613,16 +641,20 @@ class Experiment:
         repetition: int,
         *,
         peak: float,
-        alone: BeAlone,
+        alone: Mapping[str, BeAlone],
         phase: str = "",
     ) -> RunResult:
-        """The load pattern under ``policy`` with ``antagonist`` as BE (``phase`` labels
-        the progress; ``alone`` normalises BE's work)."""
+        """The load pattern under ``policy`` with ``antagonist`` as BE, each of its jobs a
+        BE workload of its own (``phase`` labels the progress; ``alone[job]`` normalises
+        each job's work)."""
         c = self.config
         segments = c.pattern(peak)
         total = sum(d for d, _ in segments)
         self.reset_box()
-        sub = f"w{self._runs}"
+        names = jobs(antagonist)
+        subs = {
+            job: f"w{self._runs}" if len(names) == 1 else f"w{self._runs}-{job}" for job in names
+        }
         runtime: ColocationRuntime | None = None
         signal_file = self.live / "lc-latency.json"
         signal_file.unlink(missing_ok=True)
@@ -641,11 +673,18 @@ class Experiment:
                 source=FileSource(signal_file, stale_s=3 * c.window_s),
                 actuator=self.actuator,
                 memory=self.actuator,
-                workloads=lambda: (BeWorkload(sub, 0),),
+                oom=self.actuator,
+                workloads=lambda: tuple(BeWorkload(sub, 0) for sub in subs.values()),
             )
             asyncio.run(runtime.tick())  # the initial BE state, before BE starts
-        be = None if policy == "lc-alone" else self.start_be(sub, antagonist, total + 2)
+        be = (
+            {}
+            if policy == "lc-alone"
+            else {job: self.start_be(sub, job, total + 2) for job, sub in subs.items()}
+        )
         windows: list[Window] = []
+        job_cpu: list[dict[str, float]] = []
+        """Per window, each job's CPU (cores)."""
         last = {
             "be": self.tree.cpu_usage_s("be"),
             "control": self.tree.cpu_usage_s("control"),
@@ -653,7 +692,8 @@ class Experiment:
             "t": time.monotonic(),
             "batches": 0,
         }
-        be_cpu_start = last["be"]
+        last_jobs = {job: self.job_cpu_s(sub) for job, sub in subs.items()}
+        jobs_start = dict(last_jobs)
         started_at = time.monotonic()
         time.sleep(0.3)  # let BE ramp up
 
@@ -663,7 +703,10 @@ class Experiment:
             now = time.monotonic()
             be_now, steal_now = self.tree.cpu_usage_s("be"), steal_ticks()
             control_now = self.tree.cpu_usage_s("control")
+            jobs_now = {job: self.job_cpu_s(sub) for job, sub in subs.items()}
             dt = max(1e-3, now - last["t"])
+            per_job = {job: (jobs_now[job] - last_jobs[job]) / dt for job in subs}
+            last_jobs.update(jobs_now)
             be_cpu = (be_now - last["be"]) / dt
             control_cpu = (control_now - last["control"]) / dt
             steal = (steal_now - last["steal"]) / USER_HZ / dt
@@ -671,6 +714,7 @@ class Experiment:
             self.progress.advance(len(batch), phase or policy)
             last["batches"] += 1
             for gen in batch:
+                job_cpu.append(per_job)
                 noisy = gen.lag_max_ms > c.noisy_lag_ms
                 windows.append(
                     Window(
@@ -705,15 +749,23 @@ class Experiment:
                     window.mode = str(runtime.state.top.mode)
                     window.be_cores = runtime.state.levels.cores
                     window.frozen = len(runtime.state.evict.frozen)
+                    window.held = len(runtime.crash_loop.held())
 
         self.run_generator(segments, on_windows=on_windows)
-        be_cpu_total = self.tree.cpu_usage_s("be") - be_cpu_start
-        ops = None if be is None else self.finish_be(sub, be, antagonist)
-        ops_per_cpu_s = (ops / be_cpu_total) if ops and be_cpu_total > 0 else 0.0
-        for w in windows:
+        job_cpu_total = {job: self.job_cpu_s(sub) - jobs_start[job] for job, sub in subs.items()}
+        job_ops = {job: self.finish_be(subs[job], proc, job) for job, proc in be.items()}
+        ops = sum(v or 0.0 for v in job_ops.values()) if be else None
+        ops_per_cpu_s = {
+            job: (n / job_cpu_total[job]) if n and job_cpu_total[job] > 0 else 0.0
+            for job, n in job_ops.items()
+        }
+        for w, cpus in zip(windows, job_cpu, strict=True):
             w.lc_frac = w.done / c.window_s / peak
             cpus_left = max(0.05, self.ncpu - w.gen_cpu)
-            w.be_frac = w.be_cpu * ops_per_cpu_s / alone.attainable_ops_s(cpus_left)
+            w.be_frac = sum(
+                alone[job].share(cpus[job] * per_cpu, cpus_left)
+                for job, per_cpu in ops_per_cpu_s.items()
+            )
             w.emu = w.lc_frac + w.be_frac
         return RunResult(
             policy=policy,
@@ -739,7 +791,7 @@ class Experiment:
                 antagonist,
                 -1 - i,
                 peak=peak,
-                alone=BeAlone(1.0, 1.0),
+                alone={},
                 phase=f"calibration {i + 1}/{c.calibration_runs}",
             )
             for i in range(c.calibration_runs)
@@ -763,7 +815,8 @@ class Experiment:
         sub-millisecond queue never outlives a 1 s window, and every window BE is out
         costs its share of EMU. One violation in 10 windows is let pass untested: the
         calibrated SLO is one LC alone meets in 95% of windows, so a lone violated window
-        is what the host does by itself."""
+        is what the host does by itself. The crash-loop back-off is kubelet's cut to the
+        pattern's length (10 windows doubling to 40)."""
         period = 0.9 * self.config.window_s
         w = self.config.window_s
         return ControllerSettings(
@@ -782,6 +835,9 @@ class Experiment:
             cores=CoresSettings(),
             memory=SenpaiSettings(enabled=True, max_bytes=self.config.be_memory_limit),
             evict=EvictSettings(freeze_after_periods=0, thaw_interval_s=period),
+            crash_loop=CrashLoopSettings(
+                window_s=10 * w, hold_s=10 * w, max_hold_s=40 * w, reset_s=40 * w
+            ),
             sub_period_s=period,
             peak_rps=peak,
         )
@@ -794,7 +850,6 @@ class Experiment:
         self.reset_box()
         box = self.tree.group("be")
         before_ok = memcached_check(self.port, c.keys, c.value_bytes)
-        oom_before = _oom_kills(read_file(self.root / "memory" / box / "memory.oom_control"))
         self.tree.make("be/hog")
         proc = self.tree.spawn(
             [
@@ -818,11 +873,11 @@ class Experiment:
         memory = self.root / "memory" / box
         max_usage = int((read_file(memory / "memory.max_usage_in_bytes") or "0").strip() or 0)
         failcnt = int((read_file(memory / "memory.failcnt") or "0").strip() or 0)
-        oom_after = _oom_kills(read_file(memory / "memory.oom_control"))
+        # v1 counts a kill in the victim's own cgroup, not in the box whose limit was hit.
+        kills = parse_oom_kills(read_file(memory / "hog" / "memory.oom_control"))
         remove_tree(self.root, self.tree.group("be/hog"))
         alive = self.memcached is not None and self.memcached.poll() is None
         after_ok = alive and memcached_check(self.port, c.keys, c.value_bytes)
-        kills = None if oom_before is None or oom_after is None else oom_after - oom_before
         contained = max_usage <= c.be_memory_limit and (bool(kills) or failcnt > 0)
         return {
             "be_limit_bytes": c.be_memory_limit,
@@ -835,14 +890,6 @@ class Experiment:
             "memcached_data_before": before_ok,
             "memcached_data_after": after_ok,
         }
-
-
-def _oom_kills(text: str | None) -> int | None:
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oom_kill" and value.strip().isdigit():
-            return int(value)
-    return None
 
 
 def _value(key: int, size: int) -> bytes:
@@ -1192,7 +1239,10 @@ def _run(
                     antagonist,
                     rep,
                     peak=peak,
-                    alone=BeAlone(alone[antagonist]["ops_per_s"], alone[antagonist]["cpus"]),
+                    alone={
+                        job: BeAlone(alone[job]["ops_per_s"], alone[job]["cpus"])
+                        for job in jobs(antagonist)
+                    },
                     phase=f"rep {rep + 1}/{config.repetitions} {policy} ({antagonist})",
                 )
                 runs.append(result)
@@ -1237,7 +1287,9 @@ def _run(
         "notes": [
             EMU_NOTE,
             "BE ops/s per window = the run's stress-ng bogo ops per BE CPU-second x the "
-            "window's BE CPU (cpuacct).",
+            "window's BE CPU (cpuacct); with several BE jobs (a+b) per job, and BE's share "
+            "is the sum of each job's share against that job alone (a job that does no work "
+            "even alone, the OOM-looping vm-big, adds 0).",
             f"Noisy windows (client pacing lag > {config.noisy_lag_ms} ms) are flagged and "
             "not counted as SLO violations; noisy_be_attributable counts those where LC "
             "alone was quiet in the same window (a BE stalling the client through the kernel).",

@@ -41,15 +41,22 @@ ANTAGONISTS = tuple(ANTAGONIST_SPECS)
 _METRIC = re.compile(r"metrc:\s*\[\d+\]\s+(?P<name>[a-z0-9-]+)\s+(?P<ops>\d+)\s+(?P<real>[\d.]+)")
 
 
+def jobs(antagonist: str) -> tuple[str, ...]:
+    """The stress-ng jobs an antagonist runs side by side, each as a BE workload of its
+    own: ``cpu+vm-big`` is a ``cpu`` job beside a ``vm-big`` job."""
+    return tuple(antagonist.split("+"))
+
+
 def check_antagonists(names: tuple[str, ...]) -> None:
-    """`InputError` naming the first unknown antagonist."""
+    """`InputError` naming the first unknown antagonist (or job of a ``a+b`` one)."""
     for i, name in enumerate(names):
-        if name not in ANTAGONIST_SPECS:
-            raise InputError(
-                f"--antagonist[{i}]",
-                f"unknown antagonist {name!r}",
-                f"use {', '.join(ANTAGONISTS)}",
-            )
+        for job in jobs(name):
+            if job not in ANTAGONIST_SPECS:
+                raise InputError(
+                    f"--antagonist[{i}]",
+                    f"unknown antagonist {job!r}",
+                    f"use {', '.join(ANTAGONISTS)}, or several joined by + (cpu+vm-big)",
+                )
 
 
 def stress_argv(
