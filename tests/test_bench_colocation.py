@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from rich.progress import Progress
 from typer.testing import CliRunner
 
 from corral.bench.colocation.loadgen import GenOutput, diurnal, schedule_arg, steps
+from corral.bench.colocation.logs import before_the_first_window, control_warnings_as_notes
 from corral.bench.colocation.progress import NoteProgress
 from corral.bench.colocation.runner import (
     POLICIES,
@@ -440,3 +442,21 @@ def test_an_oom_looping_job_beside_a_productive_one_is_held_under_corral_only(
     assert doc["memory"]["be_oom_kills"] >= 1  # counted in the hog's own cgroup
     for policy in (corral, static):
         assert policy["emu"] > 0
+
+
+def test_control_warnings_become_notes_with_their_fields_and_the_first_tick_is_quiet() -> None:
+    notes: list[str] = []
+    runtime_log = logging.getLogger("corral.control.runtime")
+    with control_warnings_as_notes(NoteProgress(notes.append)):
+        with before_the_first_window():
+            runtime_log.warning("control.signal_lost", extra={"source": "file"})
+            runtime_log.warning("control.action_failed", extra={"action": "freeze w0"})
+        runtime_log.warning(
+            "control.signal_lost", extra={"source": "file", "reason": "stale after 3.0 s"}
+        )
+        runtime_log.info("control.action")  # below warning: not a note
+    runtime_log.warning("control.signal_lost")  # outside: not a note
+    assert notes == [
+        "control: control.action_failed (action=freeze w0)",
+        "control: control.signal_lost (source=file, reason=stale after 3.0 s)",
+    ]

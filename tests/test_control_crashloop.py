@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from corral.control.actions import Freeze, Thaw
 from corral.control.cgroupv1 import CgroupV1Actuator
+from corral.control.config import parse_config, runtime_from_config
 from corral.control.crashloop import (
     CrashLoopSettings,
     CrashLoopState,
@@ -27,8 +28,9 @@ from corral.control.crashloop import (
 )
 from corral.control.evict import BeWorkload
 from corral.control.metrics import register_metrics
-from corral.control.runtime import ColocationRuntime
+from corral.control.runtime import ColocationRuntime, DryRunActuator
 from corral.errors import InputError
+from corral.topology.cpuset import CpuSet
 from tests.polling import wait_for
 from tests.test_control_runtime import Actuator, Clock, Recorded, controller, good
 
@@ -287,3 +289,59 @@ def test_a_real_oom_loop_is_frozen_and_its_neighbour_is_not(box: str) -> None:
         for proc in (loop, batch):
             proc.kill()
             proc.wait()
+
+
+def test_a_refused_hold_is_not_reported_as_held_and_is_tried_again() -> None:
+    clock = Clock()
+    kills = Kills({"loop": 0})
+    actuator = Actuator(refuse=Freeze)  # the kernel refuses the first freeze
+    runtime = ColocationRuntime(
+        controller(),
+        source=Recorded([good(0.2)]),
+        actuator=actuator,
+        workloads=lambda: (BeWorkload("loop"),),
+        clock=clock,
+        oom=kills,
+    )
+
+    async def main() -> None:
+        await runtime.tick()
+        clock.now, kills.counts["loop"] = 1.0, 3
+        await runtime.tick()
+        assert runtime.crash_loop.held() == ()
+        assert runtime.status()["crash_loop"]["held"] == []
+        assert runtime.failures == 1
+        clock.now, kills.counts["loop"] = 2.0, 6
+        await runtime.tick()
+        assert runtime.crash_loop.held() == ("loop",)
+
+    asyncio.run(main())
+    assert [a.workload for a in actuator.applied if isinstance(a, Freeze)] == ["loop"]
+
+
+def test_the_config_block_is_parsed_checked_and_needs_kill_counts_to_run() -> None:
+    base = {
+        "workloads": [
+            {
+                "name": "api",
+                "slo": {"target_ms": 1.0},
+                "latency": {"kind": "file", "path": "/run/lat.json"},
+            }
+        ]
+    }
+    config = parse_config({**base, "crash_loop": {"kills": 5, "hold_s": 30, "max_hold_s": 60}})
+    assert config.settings.crash_loop == CrashLoopSettings(kills=5, hold_s=30, max_hold_s=60)
+    assert parse_config(base).settings.crash_loop.enabled  # on by default
+    for bad, where in (
+        ({"kills": 0}, "crash_loop.kills"),
+        ({"hold": 1}, "crash_loop.hold"),
+        ({"enabled": "yes"}, "crash_loop.enabled"),
+    ):
+        with pytest.raises(InputError) as err:
+            parse_config({**base, "crash_loop": bad})
+        assert err.value.field == where
+    cores = (CpuSet([0]), CpuSet([1]))
+    with_counts = runtime_from_config(config, cores=cores, actuator=Actuator(), oom=Kills())
+    assert with_counts.status()["crash_loop"]["enabled"] is True
+    dry = runtime_from_config(config, cores=cores, actuator=DryRunActuator())
+    assert dry.status()["crash_loop"]["enabled"] is False

@@ -155,6 +155,18 @@ def _step_one(
     return held, LoopDecision(workload, True, why)
 
 
+def crash_loop_refused(
+    state: CrashLoopState, workload: str, *, hold: bool, now: float
+) -> CrashLoopState:
+    """``state`` after the kernel refused ``workload``'s freeze (``hold``: it is not held,
+    whatever the step decided) or its thaw (it is still held, due for release now)."""
+    records = tuple(
+        replace(r, held_until=None if hold else now) if r.workload == workload else r
+        for r in state.records
+    )
+    return CrashLoopState(records)
+
+
 def status(state: CrashLoopState, now: float) -> list[dict[str, object]]:
     """The held workloads for ``/status``: seconds left, loops so far, next hold."""
     return [

@@ -61,7 +61,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from corral.control.actions import Action, Evict, Freeze, SetWorkloadWays, Thaw, describe
 from corral.control.actuator import ActuatorDescription, Capability
 from corral.control.controller import Controller, ControllerState
-from corral.control.crashloop import CrashLoopState, crash_loop_step
+from corral.control.crashloop import CrashLoopState, crash_loop_refused, crash_loop_step
 from corral.control.crashloop import status as crash_loop_status
 from corral.control.dcatrun import DcatAvailability, DcatRunner, DcatSnapshot, check
 from corral.control.evict import BeWorkload
@@ -335,6 +335,8 @@ class ColocationRuntime:
         self.dcat = dcat
         self._oom = oom
         self.crash_loop = CrashLoopState()
+        self.refused: list[Action] = []
+        """The actions the kernel refused in the last applied batch."""
 
     @property
     def period_s(self) -> float:
@@ -393,6 +395,7 @@ class ColocationRuntime:
         if await self._apply(actions, now):
             # After a refusal, re-render every knob next tick (applied=False).
             self.state = replace(self.state, applied=False)
+            self._crash_loop_refused(loop_actions, now)
         return actions
 
     async def _crash_loop_step(
@@ -422,6 +425,15 @@ class ColocationRuntime:
             for d in decisions
         )
         return tuple(w for w in workloads if w.id not in held), actions
+
+    def _crash_loop_refused(self, loop_actions: Sequence[Action], now: float) -> None:
+        """A refused hold is no hold (status must not claim it); a refused release is
+        tried again next tick."""
+        for action in loop_actions:
+            if action in self.refused and isinstance(action, Freeze | Thaw):
+                self.crash_loop = crash_loop_refused(
+                    self.crash_loop, action.workload, hold=isinstance(action, Freeze), now=now
+                )
 
     async def check_dcat(self) -> DcatAvailability | None:
         """Check once whether dCat can run here (through ``execute``: ``describe()`` reads
@@ -524,6 +536,7 @@ class ColocationRuntime:
                 await asyncio.wait([running])
                 raise
         failed = False
+        self.refused = [a for a, e in zip(batch, errors, strict=True) if e is not None]
         for action, error in zip(batch, errors, strict=True):  # a short list is a bug: raise
             if isinstance(action, SetWorkloadWays) and self.dcat is not None:
                 self.dcat.confirm(action, error)

@@ -70,6 +70,7 @@ from corral.bench.colocation.loadgen import (
     schedule_arg,
     steps,
 )
+from corral.bench.colocation.logs import before_the_first_window, control_warnings_as_notes
 from corral.bench.colocation.progress import BenchProgress, NoteProgress
 from corral.bench.colocation.stats import (
     CalibrationError,
@@ -676,7 +677,8 @@ class Experiment:
                 oom=self.actuator,
                 workloads=lambda: tuple(BeWorkload(sub, 0) for sub in subs.values()),
             )
-            asyncio.run(runtime.tick())  # the initial BE state, before BE starts
+            with before_the_first_window():
+                asyncio.run(runtime.tick())  # the initial BE state, before BE starts
         be = (
             {}
             if policy == "lc-alone"
@@ -1172,7 +1174,8 @@ def run_colocation_bench(
     try:
         work.mkdir(parents=True, exist_ok=True)
         live = _live_dir() or work
-        return _run(config, cgroup_root=cgroup_root, work=work, live=live, progress=report)
+        with control_warnings_as_notes(report):
+            return _run(config, cgroup_root=cgroup_root, work=work, live=live, progress=report)
     finally:
         if live != work:
             shutil.rmtree(live, ignore_errors=True)
