@@ -5,6 +5,7 @@ own enforcement and reconcile never undoing the controller's BE cores."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -292,3 +293,68 @@ def test_on_real_cgroups_a_violation_floors_be_freezes_it_and_stopping_thaws_it(
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+CRASH_SKIP = v1_skip_reason(("cpuset", "cpu", "freezer", "memory"))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(CRASH_SKIP is not None, reason=str(CRASH_SKIP))
+def test_on_real_cgroups_an_oom_looping_be_workload_is_held_and_shown(
+    tmp_path: Path, parent: str
+) -> None:
+    """A BE workload with a 64 MiB limit runs a stress-ng worker asking 256 MiB: the
+    kernel kills it, stress-ng restarts it; with LC inside its SLO the agent's crash-loop
+    rule freezes that workload alone, and /status, /metrics and the event log say why."""
+    latency = tmp_path / "lat.json"
+    _write_latency(latency, 0.2)  # LC is fine: only the crash-loop rule acts
+    control = _control(latency, crash_loop={"kills": 3, "window_s": 30, "hold_s": 60})
+    settings = {
+        "topology": "sysfs",
+        "cgroup_parent": parent,
+        "coalesce_window_s": 0.01,
+        "control": control,
+    }
+    looper: subprocess.Popen[bytes] | None = None
+    try:
+        with (
+            AgentProcess(tmp_path / "agent", settings) as agent,
+            httpx.Client(base_url=agent.url, timeout=10) as http,
+        ):
+            body = {"qos": "BE", "cpus": 0.5, "memory_limit": "64Mi"}
+            put = http.put("/workloads/loop?wait=true", json=body)
+            assert put.status_code == 201, put.text
+            box = f"{parent}/be"
+            procs = " ".join(
+                str(CGROUP_ROOT / h / box / "loop" / "cgroup.procs")
+                for h in ("memory", "freezer", "cpuset", "cpu")
+            )
+            # Join the workload's cgroups before exec: stress-ng forks its worker at once.
+            looper = subprocess.Popen(
+                ["sh", "-c", 'for f in $PROCS; do echo $$ > "$f"; done; exec "$@"', "sh",
+                 "stress-ng", "--vm", "1", "--vm-bytes", "256M", "--vm-keep", "--timeout", "60s"],
+                env={**os.environ, "PROCS": procs},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+
+            def held() -> list[dict[str, Any]]:
+                return http.get("/status").json()["control"]["crash_loop"]["held"]
+
+            assert http.get("/status").json()["control"]["crash_loop"]["enabled"] is True
+            holds = _wait("the looping workload to be held", held)
+            assert [h["workload"] for h in holds] == ["loop"]
+            freezer = CGROUP_ROOT / "freezer" / box / "loop" / "freezer.state"
+            assert freezer.read_text().strip() in ("FROZEN", "FREEZING")
+            metrics = http.get("/metrics").text
+            assert _metric(metrics, "corral_control_crash_loop_held_workloads") == 1.0
+            events = http.get("/status").json()["recent_events"]
+            assert any("crash loop" in e["detail"] for e in events if e["kind"] == "control")
+            assert agent.terminate() == 0
+        assert freezer.read_text().strip() == "THAWED"  # stopping the agent thaws it
+    finally:
+        if looper is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(looper.pid, 9)
+            looper.wait()

@@ -206,3 +206,14 @@ def test_a_real_cgroup2_group_freezes_and_kills_even_without_controllers() -> No
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def test_oom_kill_counts_come_from_each_workloads_memory_events(tmp_path: Path) -> None:
+    """On a directory tree (this host has no v2 memory controller): ``oom_kill`` of each
+    workload's ``memory.events``; None where the file is missing."""
+    root = tree(tmp_path)
+    (root / "corral/be/batch/memory.events").write_text(
+        "low 0\nhigh 12\nmax 40\noom 7\noom_kill 6\noom_group_kill 0\n"
+    )
+    act = CgroupV2Actuator(cgroup_root=root, be_group="corral/be")
+    assert act.be_oom_kills(["batch", "video"]) == {"batch": 6, "video": None}

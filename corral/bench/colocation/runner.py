@@ -685,8 +685,7 @@ class Experiment:
             else {job: self.start_be(sub, job, total + 2) for job, sub in subs.items()}
         )
         windows: list[Window] = []
-        job_cpu: list[dict[str, float]] = []
-        """Per window, each job's CPU (cores)."""
+        job_cpu: list[dict[str, float]] = []  # per window, each job's CPU (cores)
         last = {
             "be": self.tree.cpu_usage_s("be"),
             "control": self.tree.cpu_usage_s("control"),
