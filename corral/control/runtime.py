@@ -335,8 +335,6 @@ class ColocationRuntime:
         self.dcat = dcat
         self._oom = oom
         self.crash_loop = CrashLoopState()
-        self.refused: list[Action] = []
-        """The actions the kernel refused in the last applied batch."""
 
     @property
     def period_s(self) -> float:
@@ -378,11 +376,7 @@ class ColocationRuntime:
         workloads, loop_actions = await self._crash_loop_step(workloads, now)
         previous_mode = self.state.top.mode
         state, actions = self.controller.step(self.state, obs, now, workloads=workloads)
-        held = set(self.crash_loop.held())
-        actions = (
-            *loop_actions,
-            *(a for a in actions if not (isinstance(a, Freeze | Evict) and a.workload in held)),
-        )
+        actions = (*loop_actions, *actions)
         # Commit the state before awaiting the writes: `set_cores` or `thaw` may change it
         # meanwhile, and must not be overwritten by this tick's older copy.
         self.state = state
@@ -392,10 +386,11 @@ class ColocationRuntime:
             logger.info("control.mode", extra={"mode": mode, "reason": state.top.reason})
             self._notify(ActionRecord(now, "mode", f"mode {mode}", state.top.reason))
         actions = (*actions, *await self._dcat_step(workloads, now))
-        if await self._apply(actions, now):
+        refused = await self._apply(actions, now)
+        if _needs_rerender(refused):
             # After a refusal, re-render every knob next tick (applied=False).
             self.state = replace(self.state, applied=False)
-            self._crash_loop_refused(loop_actions, now)
+        self._crash_loop_refused(loop_actions, refused, now)
         return actions
 
     async def _crash_loop_step(
@@ -426,11 +421,13 @@ class ColocationRuntime:
         )
         return tuple(w for w in workloads if w.id not in held), actions
 
-    def _crash_loop_refused(self, loop_actions: Sequence[Action], now: float) -> None:
+    def _crash_loop_refused(
+        self, loop_actions: Sequence[Action], refused: Sequence[Action], now: float
+    ) -> None:
         """A refused hold is no hold (status must not claim it); a refused release is
         tried again next tick."""
         for action in loop_actions:
-            if action in self.refused and isinstance(action, Freeze | Thaw):
+            if action in refused and isinstance(action, Freeze | Thaw):
                 self.crash_loop = crash_loop_refused(
                     self.crash_loop, action.workload, hold=isinstance(action, Freeze), now=now
                 )
@@ -506,13 +503,14 @@ class ColocationRuntime:
                 why = f"after {lost_s:.1f} s {base.status}: {base.reason}"
                 self._record(ActionRecord(now, "signal", f"signal {new.source} ok", why))
 
-    async def _apply(self, actions: Sequence[Action], now: float, *, record: bool = True) -> bool:
-        """Apply ``actions`` in order in one ``execute`` call; True when one was refused
-        (other than a `SetWorkloadWays`, which dCat retries itself).
-        Unrecorded actions (a repeated write of an unchanged state) are only logged and
-        reported when refused."""
+    async def _apply(
+        self, actions: Sequence[Action], now: float, *, record: bool = True
+    ) -> tuple[Action, ...]:
+        """Apply ``actions`` in order in one ``execute`` call; the ones refused (see
+        `_needs_rerender`). Unrecorded actions (a repeated write of an unchanged state) are
+        only logged and reported when refused."""
         if not actions:
-            return False
+            return ()
         batch = tuple(actions)
 
         def apply_all() -> list[str | None]:
@@ -535,8 +533,6 @@ class ColocationRuntime:
                 # thaw on the way out), then stop.
                 await asyncio.wait([running])
                 raise
-        failed = False
-        self.refused = [a for a, e in zip(batch, errors, strict=True) if e is not None]
         for action, error in zip(batch, errors, strict=True):  # a short list is a bug: raise
             if isinstance(action, SetWorkloadWays) and self.dcat is not None:
                 self.dcat.confirm(action, error)
@@ -544,9 +540,6 @@ class ColocationRuntime:
             what = describe(action)
             workload = action.workload if isinstance(action, Freeze | Thaw | Evict) else None
             if error is not None:
-                # dCat retries its own refusals (it compares with what was written); the
-                # controller's knobs need the whole BE state rendered again.
-                failed = failed or not isinstance(action, SetWorkloadWays)
                 self.failures += 1
                 self._record(ActionRecord(now, kind, what, action.reason, error, workload))
                 logger.warning(
@@ -560,7 +553,7 @@ class ColocationRuntime:
             self.action_counts[kind] += 1
             self._record(ActionRecord(now, kind, what, action.reason, workload=workload))
             logger.info("control.action", extra={"action": what, "reason": action.reason})
-        return failed
+        return tuple(a for a, e in zip(batch, errors, strict=True) if e is not None)
 
     def _record(self, record: ActionRecord) -> None:
         self.history.append(record)
@@ -603,7 +596,7 @@ class ColocationRuntime:
         ways = self.dcat.current(reason) if self.dcat is not None and self.dcat.running else None
         if ways is not None:
             actions = (*actions, ways)
-        if await self._apply(actions, self._clock(), record=record):
+        if _needs_rerender(await self._apply(actions, self._clock(), record=record)):
             self.state = replace(self.state, applied=False)
         return actions
 
@@ -747,3 +740,9 @@ class ColocationRuntime:
             dcat=DcatSnapshot(False, False) if self.dcat is None else self.dcat.snapshot(),
             crash_loop_held=len(self.crash_loop.held()),
         )
+
+
+def _needs_rerender(refused: Sequence[Action]) -> bool:
+    """Whether a refusal needs the whole BE state rendered again: any but dCat's
+    `SetWorkloadWays`, which dCat retries itself (it compares with what was written)."""
+    return any(not isinstance(a, SetWorkloadWays) for a in refused)

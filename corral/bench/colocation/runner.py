@@ -687,7 +687,6 @@ class Experiment:
         windows: list[Window] = []
         job_cpu: list[dict[str, float]] = []  # per window, each job's CPU (cores)
         last = {
-            "be": self.tree.cpu_usage_s("be"),
             "control": self.tree.cpu_usage_s("control"),
             "steal": steal_ticks(),
             "t": time.monotonic(),
@@ -702,16 +701,16 @@ class Experiment:
             # One sample per batch, shared by its windows: when the host stalls this
             # process, several windows land at once and must not read as BE at 0 then 2.
             now = time.monotonic()
-            be_now, steal_now = self.tree.cpu_usage_s("be"), steal_ticks()
+            steal_now = steal_ticks()
             control_now = self.tree.cpu_usage_s("control")
             jobs_now = {job: self.job_cpu_s(sub) for job, sub in subs.items()}
             dt = max(1e-3, now - last["t"])
             per_job = {job: (jobs_now[job] - last_jobs[job]) / dt for job in subs}
             last_jobs.update(jobs_now)
-            be_cpu = (be_now - last["be"]) / dt
+            be_cpu = sum(per_job.values())  # the box holds only the jobs
             control_cpu = (control_now - last["control"]) / dt
             steal = (steal_now - last["steal"]) / USER_HZ / dt
-            last.update(be=be_now, control=control_now, steal=steal_now, t=now)
+            last.update(control=control_now, steal=steal_now, t=now)
             self.progress.advance(len(batch), phase or policy)
             last["batches"] += 1
             for gen in batch:
