@@ -35,7 +35,7 @@ from corral.agent.ui.history import entries_from, point_from
 from corral.agent.ui.routes import cpu_usage, load_assets
 from corral.bench.agent_process import AgentProcess
 from corral.topology.cpuset import CpuSet
-from corral.topology.presets import toy_16
+from corral.topology.presets import epyc_7742_2s, toy_16
 from tests import polling
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -420,12 +420,23 @@ def test_the_page_draws_every_cpu_and_names_every_workload(
         fills = [next(iter(held[w])) for w in solid]
         assert all(len(held[w]) == 1 for w in solid) and len(set(fills)) == len(solid)
         assert len(set(facts["swatches"])) == len(WORKLOADS)  # colours differ per workload
-        # numa and shared CPUs are hatched in their pool's pattern
+        # numa and shared CPUs are hatched in their pool's pattern: one per NUMA node the
+        # numa workloads were placed on (which nodes depends on how the PUTs were batched),
+        # and the shared pool's
         pools = browser.js(
             "[...new Set([...document.querySelectorAll('#map [data-pool]')]"
             ".map((el) => el.getAttribute('fill')))]"
         )
-        assert set(pools) >= {"url(#hatch-shared)", "url(#hatch-numa-1)"}
+        topology = epyc_7742_2s()
+        spans = [
+            topology.numa_nodes_of(CpuSet.parse(placed[wid]["cpuset"]))
+            for wid, spec in WORKLOADS.items()
+            if spec["policy"] == "numa"
+        ]
+        assert all(len(nodes) == 1 for nodes in spans)  # numa workloads keep to one node
+        numa_nodes = {nodes[0] for nodes in spans}
+        expected = {"url(#hatch-shared)", *(f"url(#hatch-numa-{n})" for n in numa_nodes)}
+        assert set(pools) == expected
 
         # Clicking a CPU shows its workload, with the reason its CPUs were chosen.
         cpu = next(iter(CpuSet.parse(placed["web-03"]["cpuset"])))
